@@ -1,0 +1,3 @@
+"""Pure stages and transforms: formats, keys, match, strategies, freeze."""
+
+__all__: list[str] = []
