@@ -1,0 +1,218 @@
+"""The composition root: the public ``load`` / ``load_from_config`` built from the stages and edges.
+
+``load`` is ``fetch → read → detect → extract → auto_strip_prefix → transforms → plan → freeze``
+(one pipeline value, see ``load_pipeline``) followed by the one mutation, ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from returns.result import Failure, Result, Success
+
+from ckptflow.apply import apply
+from ckptflow.config.converter import parse_config
+from ckptflow.config.schema import CheckpointConfig, SourceConfig, TransformConfig
+from ckptflow.context import Context, LoadOptions, LoadReport, ModelSpec
+from ckptflow.errors import Error, InvalidConfig
+from ckptflow.fetch import fetch
+from ckptflow.io import read
+from ckptflow.pipeline import NamedStage, Pipeline, StageLike, pipeline
+from ckptflow.stages.formats import FORMAT_STAGES
+from ckptflow.stages.freeze import freeze as freeze_stage
+from ckptflow.stages.keys import transform_from_config
+from ckptflow.stages.strategies import plan as plan_stage
+
+__all__ = ["Ref", "fetch_stage", "load", "load_from_config", "load_pipeline", "plan_load"]
+
+Ref = str | Path | SourceConfig | CheckpointConfig
+TransformLike = StageLike | TransformConfig | Mapping[str, Any]
+
+
+def _describe(ref: Ref) -> str:
+    """A secret-free label for the report (configs repr without their secret fields)."""
+    if isinstance(ref, CheckpointConfig):
+        return _describe(ref.source)
+    return str(ref) if isinstance(ref, (str, Path)) else repr(ref)
+
+
+def _blob_digest(path: Path) -> str | None:
+    """The sha256 a cache blob is named by (``blobs/sha256/<hex>``), if ``path`` is one."""
+    return path.name if path.parent.name == "sha256" and path.parent.parent.name == "blobs" else None
+
+
+def fetch_stage(
+    ref: Ref,
+    *,
+    cache_dir: str | Path | None = None,
+    sha256: str | None = None,
+    progress: Any = None,
+    offline: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> NamedStage:
+    """A stage that fetches ``ref`` into the cache and puts the verified path into the context."""
+    source = ref.source if isinstance(ref, CheckpointConfig) else ref
+
+    def fetch_(ctx: Context) -> Result[Context, Error]:
+        fetched = fetch(
+            source, cache_dir=cache_dir, sha256=sha256, progress=progress, offline=offline, options=options
+        )
+        return fetched.map(
+            lambda path: attrs.evolve(
+                ctx, path=path, digest=sha256 or _blob_digest(path) or ctx.digest
+            ).with_event("checkpoint.fetched", "fetch", path=str(path))
+        )
+
+    return NamedStage("fetch", fetch_, edge=True)
+
+
+def _transform_stage(t: TransformLike) -> Result[NamedStage, Error]:
+    if isinstance(t, TransformConfig):
+        return transform_from_config(t.name, t.args)
+    if isinstance(t, Mapping):
+        args = {k: v for k, v in t.items() if k != "name"}
+        name = t.get("name")
+        if not isinstance(name, str):
+            return Failure(InvalidConfig(problems=(f"transforms: {dict(t)!r} has no 'name'",)))
+        return transform_from_config(name, args.get("args", args))
+    if isinstance(t, Pipeline):
+        return Success(NamedStage("transforms", t))
+    if isinstance(t, NamedStage):
+        return Success(t)
+    if callable(t):
+        return Success(NamedStage(getattr(t, "__name__", "transform"), t))
+    return Failure(InvalidConfig(problems=(f"transforms: {t!r} is not a stage or a transform config",)))
+
+
+def load_pipeline(fetch: NamedStage, transforms: Sequence[TransformLike] = ()) -> Result[Pipeline, Error]:
+    """The default load pipeline as a value; callers may edit it by stage name before running it."""
+    stages: list[NamedStage] = []
+    problems: list[str] = []
+    for t in transforms:
+        match _transform_stage(t):
+            case Success(s):
+                stages.append(s)
+            case Failure(err):
+                problems.extend(err.problems if isinstance(err, InvalidConfig) else (err.message,))
+    if problems:
+        return Failure(InvalidConfig(problems=tuple(problems)))
+    return Success(pipeline(fetch, read, *FORMAT_STAGES, *stages, plan_stage, freeze_stage))
+
+
+def plan_load(
+    spec: ModelSpec,
+    ref: Ref,
+    *,
+    options: LoadOptions,
+    transforms: Sequence[TransformLike] = (),
+    cache_dir: str | Path | None = None,
+    sha256: str | None = None,
+    progress: Any = None,
+    offline: bool = False,
+    source_options: Mapping[str, Any] | None = None,
+) -> Result[Context, Error]:
+    """Everything up to the plan, without touching a model: what ``ckptflow diff`` shows."""
+    fetcher = fetch_stage(
+        ref, cache_dir=cache_dir, sha256=sha256, progress=progress, offline=offline, options=source_options
+    )
+    start = Context(source=_describe(ref), spec=spec, options=options)
+    return load_pipeline(fetcher, transforms).bind(lambda p: p(start))
+
+
+def load(
+    model: torch.nn.Module,
+    ref: Ref,
+    *,
+    strategy: str = "weights_only",
+    freeze: Sequence[str] = (),
+    unfreeze: Sequence[str] = (),
+    strict: bool | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    transforms: Sequence[TransformLike] = (),
+    cache_dir: str | Path | None = None,
+    sha256: str | None = None,
+    progress: Any = None,
+    offline: bool = False,
+    trusted: bool = False,
+    allow_globals: Sequence[str] = (),
+    assign: bool = False,
+    source_options: Mapping[str, Any] | None = None,
+) -> Result[LoadReport, Error]:
+    """Fetch ``ref``, plan how it meets ``model`` with ``strategy``, and apply the plan (all or nothing)."""
+    if isinstance(ref, CheckpointConfig):
+        return _load_config(model, ref, optimizer=optimizer, scheduler=scheduler, progress=progress,
+                            offline=offline, trusted=trusted, allow_globals=allow_globals, assign=assign,
+                            source_options=source_options)
+    options = LoadOptions(
+        strategy=strategy,
+        strict=strict,
+        freeze=tuple(freeze),
+        unfreeze=tuple(unfreeze),
+        assign=assign,
+        trusted=trusted,
+        allow_globals=tuple(allow_globals),
+    )
+    planned = plan_load(
+        ModelSpec.from_model(model),
+        ref,
+        options=options,
+        transforms=transforms,
+        cache_dir=cache_dir,
+        sha256=sha256,
+        progress=progress,
+        offline=offline,
+        source_options=source_options,
+    )
+    return planned.bind(lambda ctx: _apply_context(model, ctx, optimizer, scheduler))
+
+
+def _apply_context(
+    model: torch.nn.Module, ctx: Context, optimizer: torch.optim.Optimizer | None, scheduler: Any
+) -> Result[LoadReport, Error]:
+    if ctx.plan is None:
+        return Failure(InvalidConfig(problems=("the pipeline produced no plan (is the 'plan' stage present?)",)))
+    applied = apply(model, ctx.plan, optimizer=optimizer, scheduler=scheduler)
+    return applied.map(
+        lambda report: attrs.evolve(
+            report,
+            format=ctx.format,
+            source=report.source or ctx.source,
+            digest=report.digest or ctx.digest,
+            events=(*ctx.events, *report.events),
+            timings={**dict(ctx.timings), **report.timings},
+        )
+    )
+
+
+def _load_config(model: torch.nn.Module, config: CheckpointConfig, **kwargs: Any) -> Result[LoadReport, Error]:
+    return load(
+        model,
+        config.source,
+        strategy=config.strategy,
+        freeze=config.freeze,
+        unfreeze=config.unfreeze,
+        strict=config.strict,
+        transforms=config.transforms,
+        cache_dir=config.cache_dir,
+        sha256=config.sha256,
+        **kwargs,
+    )
+
+
+def load_from_config(
+    model: torch.nn.Module, config_mapping: Any, **kwargs: Any
+) -> Result[LoadReport, Error]:
+    """Parse a config block (mapping, YAML path or DictConfig) and load it; kwargs override the config."""
+    def run(config: CheckpointConfig) -> Result[LoadReport, Error]:
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+        return _load_config(model, attrs.evolve(config, **overrides), **kwargs)
+
+    return parse_config(config_mapping).bind(run)
+
+
+_CONFIG_FIELDS = frozenset({"strategy", "freeze", "unfreeze", "strict", "transforms", "cache_dir", "sha256"})
