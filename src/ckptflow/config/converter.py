@@ -1,0 +1,531 @@
+"""Structure configuration mappings into ``CheckpointConfig`` values, reporting every problem at once.
+
+One cattrs converter, built by ``make_converter``: explicit hooks for every type in the schema, strict
+scalars (no ``str(3)`` or ``bool("no")`` coercion), ``forbid_extra_keys``, and the ``type`` tag choosing
+the source class. ``parse_config`` turns all of its failures into one ``InvalidConfig`` whose problems
+carry their path (``checkpoint.source.bucket: missing``) and a suggestion for misspelled names.
+A ``source`` may also be a URI string, resolved by a small pure table (``source_from_uri``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn
+from returns.result import Failure, Result, Success
+
+from ckptflow.config.schema import (
+    AzureSource,
+    CheckpointConfig,
+    GcsSource,
+    HttpSource,
+    LocalSource,
+    MlflowSource,
+    S3Source,
+    SourceConfig,
+    TransformConfig,
+)
+from ckptflow.errors import InvalidConfig
+
+__all__ = [
+    "SOURCE_TYPES",
+    "URI_SCHEMES",
+    "make_converter",
+    "mlflow_problems",
+    "parse_config",
+    "parse_mlflow_uri",
+    "source_from_uri",
+    "split_model_uri",
+    "unstructure_config",
+    "validate_mlflow",
+]
+
+T = TypeVar("T")
+Problem = tuple[str, str]
+"""``(subpath, message)``: ``subpath`` is relative to where the problem was found (``""`` for there)."""
+
+SOURCE_TYPES: Mapping[str, type[Any]] = {
+    "local": LocalSource,
+    "http": HttpSource,
+    "s3": S3Source,
+    "gcs": GcsSource,
+    "azure": AzureSource,
+    "mlflow": MlflowSource,
+}
+"""The ``type`` tag of each source config class."""
+
+STRATEGIES: tuple[str, ...] = get_args(attrs.fields(CheckpointConfig).strategy.type)
+
+
+class _Invalid(Exception):
+    """Raised by this module's hooks: one or more problems found at the value being structured."""
+
+    def __init__(self, *problems: Problem) -> None:
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+        self.problems = problems
+
+
+def _suggest(word: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" → did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown(value: str, known: Iterable[str], what: str = "") -> str:
+    names = tuple(known)
+    return f"unknown {what}{value!r} (known: {', '.join(names)}){_suggest(value, names)}"
+
+
+def _kind(value: object) -> str:
+    """The type of a rejected value; never the value, which may be a secret in the wrong place."""
+    return type(value).__name__ if value is not None else "null"
+
+
+def _shown(uri: str) -> str:
+    """A URI safe to echo: without userinfo, query or fragment, which may carry secrets."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
+
+# --- URIs -------------------------------------------------------------------------------------------
+
+_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+def _artifact_path_problems(path: str) -> tuple[str, ...]:
+    """Why an MLflow artifact path cannot be used as given (it must stay inside the run's artifacts)."""
+    checks = (
+        (path == "", "must not be empty"),
+        ("\x00" in path, "must not contain NUL"),
+        ("\\" in path, "must use '/' separators, not backslashes"),
+        (path.startswith("/"), "must be relative to the run's artifact root, not absolute"),
+        (".." in path.split("/"), "must not contain '..'"),
+    )
+    return tuple(msg for bad, msg in checks if bad)
+
+
+def split_model_uri(uri: str) -> tuple[str, str] | None:
+    """``models:/name/3`` → ``("name", "3")``; ``models:/name@alias`` or ``models:/name/alias`` → alias."""
+    rest = uri.removeprefix("models:/")
+    if rest == uri:
+        return None
+    name, sep, ref = rest.partition("@") if "@" in rest and "/" not in rest else rest.partition("/")
+    ok = bool(sep and name and ref) and "/" not in ref and "\x00" not in rest and "\\" not in rest
+    return (name, ref) if ok else None
+
+
+def _run_uri(uri: str) -> tuple[str, str]:
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    return run_id, path
+
+
+def _uri_problems(uri: str) -> tuple[str, ...]:
+    if uri.startswith("runs:/"):
+        run_id, path = _run_uri(uri)
+        bad_run = () if _SAFE_RUN_ID.fullmatch(run_id) else ("has no valid run id",)
+        return tuple(f"{uri!r} {m}" for m in (*bad_run, *_artifact_path_problems(path)))
+    if split_model_uri(uri) is None:
+        return (f"{uri!r} is not models:/<name>/<version|alias> or runs:/<run_id>/<path>",)
+    return ()
+
+
+def mlflow_problems(source: MlflowSource) -> tuple[Problem, ...]:
+    """Every reason ``source`` cannot name one MLflow artifact, as ``(field, message)``."""
+    if source.model_uri is not None:
+        both = source.run_id is not None or source.artifact_path is not None
+        if both:
+            return (("model_uri", "give either model_uri or run_id with artifact_path, not both"),)
+        return tuple(("model_uri", m) for m in _uri_problems(source.model_uri))
+    if source.run_id is None:
+        return (("run_id", "missing (or give model_uri)"),)
+    bad_run = not _SAFE_RUN_ID.fullmatch(source.run_id)
+    run = (("run_id", "must be letters, digits, - or _"),) if bad_run else ()
+    if source.artifact_path is None:
+        return (*run, ("artifact_path", "missing"))
+    return (*run, *(("artifact_path", m) for m in _artifact_path_problems(source.artifact_path)))
+
+
+def _invalid(problems: Iterable[Problem]) -> InvalidConfig:
+    lines = tuple(f"{p}: {m}" if p else m for p, m in problems)
+    # mypy's attrs plugin cannot solve ``field(converter=tuple)`` (errors.py); the value is a tuple[str, ...].
+    return InvalidConfig(problems=lines)  # type: ignore[arg-type]
+
+
+def validate_mlflow(source: MlflowSource) -> Result[MlflowSource, InvalidConfig]:
+    """``source`` itself when it names one artifact safely, else every problem with its field."""
+    problems = mlflow_problems(source)
+    return Failure(_invalid((f"source.{f}", m) for f, m in problems)) if problems else Success(source)
+
+
+def parse_mlflow_uri(uri: str) -> Result[MlflowSource, InvalidConfig]:
+    """``runs:/<run_id>/<artifact_path>`` or ``models:/<name>/<version|alias>`` as an ``MlflowSource``."""
+    if uri.startswith("runs:/"):
+        run_id, path = _run_uri(uri)
+        return _checked_mlflow(uri, MlflowSource(run_id=run_id, artifact_path=path))
+    if uri.startswith("models:/"):
+        return _checked_mlflow(uri, MlflowSource(model_uri=uri))
+    return Failure(_invalid([("", f"{uri!r} is not an MLflow URI (runs:/… or models:/…)")]))
+
+
+def _checked_mlflow(uri: str, source: MlflowSource) -> Result[MlflowSource, InvalidConfig]:
+    problems = mlflow_problems(source)
+    return Failure(_invalid((repr(uri), f"{f} {m}") for f, m in problems)) if problems else Success(source)
+
+
+def _split_bucket(uri: str, scheme: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix(f"{scheme}://").partition("/")
+    return bucket, key
+
+
+def _bucket_source(cls: Callable[[str, str], SourceConfig], what: str) -> Callable[[str, str], Any]:
+    def build(uri: str, scheme: str) -> Result[SourceConfig, InvalidConfig]:
+        bucket, key = _split_bucket(uri, scheme)
+        if not bucket or not key:
+            return Failure(_invalid([("", f"{_shown(uri)!r} needs {scheme}://<{what}>/<name>")]))
+        return Success(cls(bucket, key))
+
+    return build
+
+
+URI_SCHEMES: Mapping[str, Callable[[str, str], Result[SourceConfig, InvalidConfig]]] = {
+    "file": lambda uri, _: Success(LocalSource(path=uri.removeprefix("file://"))),
+    "http": lambda uri, _: Success(HttpSource(url=uri)),
+    "https": lambda uri, _: Success(HttpSource(url=uri)),
+    "s3": _bucket_source(lambda b, k: S3Source(bucket=b, key=k), "bucket"),
+    "gs": _bucket_source(lambda b, k: GcsSource(bucket=b, blob=k), "bucket"),
+    "az": _bucket_source(lambda c, b: AzureSource(container=c, blob=b), "container"),
+    "runs": lambda uri, _: parse_mlflow_uri(uri),
+    "models": lambda uri, _: parse_mlflow_uri(uri),
+}
+"""URI scheme → source config. A string with no scheme is a local path."""
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):(//|/)")
+
+
+def source_from_uri(uri: str) -> Result[SourceConfig, InvalidConfig]:
+    """The source config a URI string names (pure: nothing is looked up)."""
+    if not uri:
+        return Failure(_invalid([("", "empty source; give a path or a URI")]))
+    match = _SCHEME.match(uri)
+    if match is None:
+        return Success(LocalSource(path=uri))
+    scheme = match.group(1).lower()
+    build = URI_SCHEMES.get(scheme)
+    if build is None:
+        return Failure(_invalid([("", f"{_shown(uri)!r}: {_unknown(scheme, URI_SCHEMES, 'scheme ')}")]))
+    return build(uri, scheme)
+
+
+# --- hooks ------------------------------------------------------------------------------------------
+
+
+def _scalar(kind: type[T], name: str, accept: Callable[[object], bool]) -> Callable[[object, type], T]:
+    def structure(value: object, _: type) -> T:
+        if not accept(value):
+            raise _Invalid(("", f"expected {name}, got {_kind(value)}"))
+        return kind(value)  # type: ignore[call-arg]
+
+    return structure
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_literal(tp: object) -> bool:
+    return get_origin(tp) is Literal
+
+
+def _structure_literal(cl: Any) -> Callable[[object, type], object]:
+    allowed = get_args(cl)
+
+    def structure(value: object, _: type) -> object:
+        if isinstance(value, str) and value in allowed:
+            return value
+        if not isinstance(value, str):
+            raise _Invalid(("", f"expected one of {', '.join(map(str, allowed))}, got {_kind(value)}"))
+        raise _Invalid(("", _unknown(value, map(str, allowed))))
+
+    return structure
+
+
+def _structure_patterns(value: object, _: type) -> tuple[str, ...]:
+    """A list of strings, or one string meaning a list of one."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(("", f"expected a list of strings, got {_kind(value)}"))
+    bad = tuple(
+        (f"[{i}]", f"expected a string, got {_kind(v)}")
+        for i, v in enumerate(value)
+        if not isinstance(v, str)
+    )
+    if bad:
+        raise _Invalid(*bad)
+    return tuple(value)
+
+
+def _string_mapping(values: Callable[[object], bool], what: str) -> Callable[[object, type], dict[str, Any]]:
+    def structure(value: object, _: type) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise _Invalid(("", f"expected a mapping, got {_kind(value)}"))
+        bad_keys = tuple((f"[{k!r}]", "keys must be strings") for k in value if not isinstance(k, str))
+        bad_values = tuple(
+            (f"[{k!r}]", f"expected {what}, got {_kind(v)}") for k, v in value.items() if not values(v)
+        )
+        if bad_keys or bad_values:
+            raise _Invalid(*bad_keys, *bad_values)
+        return dict(value)
+
+    return structure
+
+
+def _sequence_of(conv: cattrs.Converter, cl: type[T]) -> Callable[[object, type], tuple[T, ...]]:
+    def structure(value: object, tp: type) -> tuple[T, ...]:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid(("", f"expected a list, got {_kind(value)}"))
+        items: list[T] = []
+        errors: list[Exception] = []
+        for i, v in enumerate(value):
+            try:
+                items.append(conv.structure(v, cl))
+            except (ClassValidationError, _Invalid) as exc:
+                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(f"item {i}", i, cl)]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
+        return tuple(items)
+
+    return structure
+
+
+def _required_text(cls: type) -> tuple[str, ...]:
+    return tuple(a.name for a in attrs.fields(cls) if a.default is attrs.NOTHING and a.type in ("str", str))
+
+
+def _nonempty(cls: type) -> Callable[[Mapping[str, Any]], tuple[Problem, ...]]:
+    names = _required_text(cls)
+    return lambda raw: tuple((n, "must not be empty") for n in names if raw.get(n) == "")
+
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _checkpoint_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:
+    sha = raw.get("sha256")
+    bad = isinstance(sha, str) and not _SHA256.fullmatch(sha)
+    return (("sha256", f"expected 64 hex digits, got {sha!r}"),) if bad else ()
+
+
+def _http_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:
+    url, timeout = raw.get("url"), raw.get("timeout")
+    url_problem = (
+        (("url", f"expected an http:// or https:// URL, got {_shown(url)!r}"),)
+        if isinstance(url, str) and url and not url.lower().startswith(("http://", "https://"))
+        else ()
+    )
+    bad_timeout = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and not timeout > 0
+    return (*url_problem, *((("timeout", "must be a positive number of seconds"),) if bad_timeout else ()))
+
+
+def _mlflow_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:
+    fields = ("run_id", "artifact_path", "model_uri")
+    if not all(raw.get(f) is None or isinstance(raw.get(f), str) for f in fields):
+        return ()
+    run_id, path, uri = (raw.get(f) for f in fields)
+    return mlflow_problems(MlflowSource(run_id=run_id, artifact_path=path, model_uri=uri))
+
+
+_RULES: Mapping[type, tuple[Callable[[Mapping[str, Any]], tuple[Problem, ...]], ...]] = {
+    CheckpointConfig: (_checkpoint_rules,),
+    LocalSource: (_nonempty(LocalSource),),
+    HttpSource: (_nonempty(HttpSource), _http_rules),
+    S3Source: (_nonempty(S3Source),),
+    GcsSource: (_nonempty(GcsSource),),
+    AzureSource: (_nonempty(AzureSource),),
+    MlflowSource: (_mlflow_rules,),
+    TransformConfig: (_nonempty(TransformConfig),),
+}
+"""Value rules beyond types, checked on the raw mapping so they are reported with the type errors."""
+
+
+def _structure_class(conv: cattrs.Converter, cls: type[T]) -> Callable[[object, type], T]:
+    generated = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+    rules = _RULES.get(cls, ())
+
+    def structure(value: object, tp: type) -> T:
+        if not isinstance(value, Mapping):
+            raise _Invalid(("", f"expected a mapping, got {_kind(value)}"))
+        problems = tuple(p for rule in rules for p in rule(value))
+        try:
+            result: T = generated(value, cls)
+        except ClassValidationError as exc:
+            extra = [_Invalid(*problems)] if problems else []
+            raise ClassValidationError(exc.message, [*exc.exceptions, *extra], cls) from None
+        if problems:
+            raise ClassValidationError(f"While structuring {cls.__name__}", [_Invalid(*problems)], cls)
+        return result
+
+    return structure
+
+
+def _structure_source(conv: cattrs.Converter) -> Callable[[object, type], SourceConfig]:
+    def structure(value: object, _: type) -> SourceConfig:
+        if isinstance(value, str):
+            resolved = source_from_uri(value)
+            if isinstance(resolved, Failure):
+                raise _Invalid(*(("", p) for p in resolved.failure().problems))
+            return resolved.unwrap()
+        if not isinstance(value, Mapping):
+            raise _Invalid(("", f"expected a mapping with a 'type' or a URI string, got {_kind(value)}"))
+        tag = value.get("type")
+        if tag is None:
+            raise _Invalid(("type", f"missing (one of: {', '.join(SOURCE_TYPES)})"))
+        if not isinstance(tag, str):
+            raise _Invalid(("type", f"expected one of {', '.join(SOURCE_TYPES)}, got {_kind(tag)}"))
+        if tag not in SOURCE_TYPES:
+            raise _Invalid(("type", _unknown(tag, SOURCE_TYPES)))
+        result: SourceConfig = conv.structure(value, SOURCE_TYPES[tag])
+        return result
+
+    return structure
+
+
+def _register(conv: cattrs.Converter, tp: object, hook: Callable[[Any, Any], Any]) -> None:
+    """A hook for exactly the generic type ``tp`` (``tuple[str, ...]``, ``Mapping[str, str]``)."""
+    conv.register_structure_hook_func(lambda t: t == tp, hook)
+
+
+def make_converter() -> cattrs.Converter:
+    """The one converter for configs: strict scalars, tagged sources, no unknown keys, detailed errors."""
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(str, _scalar(str, "a string", lambda v: isinstance(v, str)))
+    conv.register_structure_hook(bool, _scalar(bool, "true or false", lambda v: isinstance(v, bool)))
+    conv.register_structure_hook(float, _scalar(float, "a number", _is_number))
+    conv.register_structure_hook_factory(_is_literal, _structure_literal)
+    _register(conv, tuple[str, ...], _structure_patterns)
+    _register(conv, Mapping[str, str], _string_mapping(lambda v: isinstance(v, str), "a string"))
+    _register(conv, Mapping[str, object], _string_mapping(lambda v: True, "a value"))
+    for cls in (*SOURCE_TYPES.values(), TransformConfig):
+        conv.register_structure_hook(cls, _structure_class(conv, cls))
+    _register(conv, tuple[TransformConfig, ...], _sequence_of(conv, TransformConfig))
+    conv.register_structure_hook(SourceConfig, _structure_source(conv))
+    conv.register_structure_hook(CheckpointConfig, _structure_class(conv, CheckpointConfig))
+    return conv
+
+
+@cache
+def _converter() -> cattrs.Converter:
+    return make_converter()
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+def _join(path: str, part: str) -> str:
+    if not part:
+        return path
+    if part.startswith("["):
+        return f"{path}{part}"
+    return f"{path}.{part}" if path else part
+
+
+def _render(exc: BaseException, path: str) -> list[str]:
+    """Every problem inside a cattrs error tree, as ``path: message``."""
+    here = path or "config"
+    if isinstance(exc, ClassValidationError):
+        with_notes, without = exc.group_exceptions()
+        named = [p for sub, note in with_notes for p in _render(sub, _join(path, note.name))]
+        return named + [p for sub in without for p in _render(sub, path)]
+    if isinstance(exc, IterableValidationError):
+        with_notes_i, without_i = exc.group_exceptions()
+        indexed = [p for sub, inote in with_notes_i for p in _render(sub, f"{path}[{inote.index}]")]
+        return indexed + [p for sub in without_i for p in _render(sub, path)]
+    if isinstance(exc, ForbiddenExtraKeysError):
+        known = [a.name for a in attrs.fields(exc.cl)] + (["checkpoint"] if not path else [])
+        extra = sorted(map(str, exc.extra_fields))
+        return [f"{_join(path, k)}: unknown key{_suggest(k, known)}" for k in extra]
+    if isinstance(exc, _Invalid):
+        return [f"{_join(path, sub) or 'config'}: {msg}" for sub, msg in exc.problems]
+    if isinstance(exc, KeyError):
+        return [f"{here}: missing"]
+    return [f"{here}: invalid value ({exc})"]
+
+
+# --- entry points -----------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> Result[object, InvalidConfig]:
+    """The one effect here: read a YAML config file."""
+    import yaml
+
+    try:
+        return Success(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return Failure(_invalid([(str(path), "config file not found")]))
+    except (OSError, UnicodeDecodeError) as exc:
+        return Failure(_invalid([(str(path), f"cannot read config file ({exc})")]))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        return Failure(_invalid([(str(path), f"{problem}{where}")]))
+
+
+def _from_omegaconf(obj: object) -> Result[object, InvalidConfig] | None:
+    """A plain container from an OmegaConf config, or None when ``obj`` is not one (OmegaConf optional)."""
+    if not type(obj).__module__.startswith("omegaconf"):
+        return None
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return Success(OmegaConf.to_container(obj, resolve=True))
+    except OmegaConfBaseException as exc:
+        return Failure(_invalid([("", f"cannot resolve the OmegaConf config ({exc})")]))
+
+
+def _as_data(config: object) -> Result[object, InvalidConfig]:
+    if isinstance(config, (str, Path)):
+        return _read_yaml(Path(config))
+    return _from_omegaconf(config) or Success(config)
+
+
+def _structure(data: object) -> Result[CheckpointConfig, InvalidConfig]:
+    nested = isinstance(data, Mapping) and "checkpoint" in data
+    root, value = ("checkpoint", data["checkpoint"]) if isinstance(data, Mapping) and nested else ("", data)
+    if not isinstance(value, Mapping):
+        return Failure(_invalid([(root or "config", f"expected a mapping, got {_kind(value)}")]))
+    try:
+        config: CheckpointConfig = _converter().structure(value, CheckpointConfig)
+    except (ClassValidationError, _Invalid) as exc:
+        return Failure(_invalid(("", p) for p in _render(exc, root)))
+    return Success(config)
+
+
+def parse_config(config: object) -> Result[CheckpointConfig, InvalidConfig]:
+    """A ``CheckpointConfig`` from a mapping, a YAML file path, or an OmegaConf ``DictConfig``.
+
+    Accepts the bare config mapping or one with a top-level ``checkpoint`` block (other top-level keys
+    are then left alone). A failure lists every problem with its path.
+    """
+    return _as_data(config).bind(_structure)
+
+
+def unstructure_config(config: CheckpointConfig) -> dict[str, Any]:
+    """Plain data (dicts, lists, scalars) that ``parse_config`` turns back into an equal config."""
+    data: dict[str, Any] = _converter().unstructure(config)
+    return data
