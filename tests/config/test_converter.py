@@ -32,6 +32,7 @@ from ckptflow.config.schema import (
     TransformConfig,
 )
 from ckptflow.errors import InvalidConfig
+from ckptflow.testing import source_configs
 
 
 def problems(result: Result[Any, InvalidConfig]) -> tuple[str, ...]:
@@ -319,45 +320,18 @@ def test_validate_mlflow_accepts_a_safe_source_unchanged() -> None:
 
 names = st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=12)
 paths = st.lists(names.filter(lambda s: s not in {".", ".."}), min_size=1, max_size=3).map("/".join)
-optional = lambda s: st.none() | s  # noqa: E731
-sources = st.one_of(
-    st.builds(LocalSource, path=paths),
-    st.builds(
-        HttpSource,
-        url=paths.map(lambda p: f"https://host/{p}"),
-        headers=st.dictionaries(names, names, max_size=2),
-        timeout=st.floats(min_value=0.1, max_value=600),
-    ),
-    st.builds(
-        S3Source,
-        bucket=names,
-        key=paths,
-        version_id=optional(names),
-        region=optional(names),
-        anonymous=st.booleans(),
-    ),
-    st.builds(GcsSource, bucket=names, blob=paths, generation=optional(names), token=optional(names)),
-    st.builds(AzureSource, container=names, blob=paths, sas_token=optional(names), account=optional(names)),
-    st.builds(
-        MlflowSource,
-        run_id=names.filter(lambda s: "." not in s),
-        artifact_path=paths,
-        tracking_uri=optional(names),
-    ),
-    st.builds(MlflowSource, model_uri=st.tuples(names, names).map(lambda t: f"models:/{t[0]}/{t[1]}")),
-)
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=5)
 transforms = st.builds(TransformConfig, name=names, args=st.dictionaries(names, json_scalars, max_size=2))
 configs = st.builds(
     CheckpointConfig,
-    source=sources,
+    source=source_configs(),
     strategy=st.sampled_from(["weights_only", "warm_start", "cold_start", "transfer_learning"]),
     strict=st.none() | st.booleans(),
     freeze=st.lists(names, max_size=3).map(tuple),
     unfreeze=st.lists(names, max_size=2).map(tuple),
     transforms=st.lists(transforms, max_size=2).map(tuple),
-    cache_dir=optional(paths),
-    sha256=optional(st.text("0123456789abcdef", min_size=64, max_size=64)),
+    cache_dir=st.none() | paths,
+    sha256=st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
 )
 
 
