@@ -1,0 +1,422 @@
+"""The one download engine every remote backend uses.
+
+``download(obj, settings)``: stat (with retries) → cache decision (hit / resume / fetch) → stream into a
+resumable ``tmp/<key>.part`` while hashing → retry with backoff on ``Transient``/``Interrupted``, resuming
+from the current offset pinned to the object's version → verify size, sha256 (or the store's md5/crc32c)
+→ atomic rename into ``blobs/`` plus a ref. Offline mode (``settings.offline`` or ``CKPTFLOW_OFFLINE=1``)
+answers from refs alone without any request.
+
+Backend-independent knobs in ``settings.options``: ``retry`` (a ``RetryPolicy``), ``lock_wait`` (seconds
+to wait for another process downloading the same object; default: while it is alive) and
+``lock_stale_after`` (seconds without a heartbeat after which a lock is broken).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from returns.result import Failure, Result, Success
+
+from ckptflow.cache import (
+    Cache,
+    Hit,
+    IdentityLock,
+    Resume,
+    admit,
+    blob_path,
+    cache_state,
+    decide,
+    hash_file,
+    identity_lock,
+    is_sha256,
+    lookup_latest,
+    open_cache,
+    part_path,
+)
+from ckptflow.errors import CacheUnavailable, ChecksumMismatch, Error, InvalidConfig, NotFound
+from ckptflow.sources.base import (
+    Body,
+    FetchSettings,
+    Interrupted,
+    ObjectInfo,
+    RemoteObject,
+    TransferError,
+    Transient,
+)
+from ckptflow.sources.progress import progress_sink
+from ckptflow.sources.retry import RetryPolicy, policy_from, with_retries
+
+try:
+    _crc32c_module: Any = importlib.import_module("google_crc32c")
+except ImportError:  # optional: crc32c checksums are then not verified
+    _crc32c_module = None
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = ["download", "is_offline", "log"]
+
+log = logging.getLogger("ckptflow")
+_OFFLINE_VALUES = frozenset({"1", "true", "yes", "on"})
+_READ = 8 << 20
+
+
+def is_offline(settings: FetchSettings) -> bool:
+    """Offline when the settings say so or ``CKPTFLOW_OFFLINE`` is set to 1/true/yes/on."""
+    return settings.offline or os.environ.get("CKPTFLOW_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
+
+
+def _event(name: str, identity: str, **data: Any) -> None:
+    """Log one engine event; ``record.ckptflow_event`` and ``record.ckptflow_data`` carry it structured."""
+    details = " ".join(f"{k}={v}" for k, v in data.items())
+    log.info(
+        "%s %s %s",
+        name,
+        identity,
+        details,
+        extra={"ckptflow_event": name, "ckptflow_data": {"identity": identity, **data}},
+    )
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+class _Crc32c:
+    def __init__(self) -> None:
+        self._checksum: Any = _crc32c_module.Checksum()
+
+    def update(self, data: bytes, /) -> None:
+        self._checksum.update(data)
+
+    def result(self) -> str:
+        return base64.b64encode(self._checksum.digest()).decode("ascii")
+
+
+class _Digests:
+    """sha256 always; md5 and crc32c too when the store announced them (so they can be checked)."""
+
+    def __init__(self, info: ObjectInfo) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False) if "md5" in info.checksums else None
+        self.crc32c = _Crc32c() if "crc32c" in info.checksums and _crc32c_module is not None else None
+
+    def update(self, data: bytes) -> None:
+        hashers: list[_Hasher | None] = [self.sha256, self.md5, self.crc32c]
+        for hasher in hashers:
+            if hasher is not None:
+                hasher.update(data)
+
+    def mismatch(self, info: ObjectInfo) -> tuple[str, str, str] | None:
+        """The first store checksum that disagrees, as ``(algorithm, expected, actual)``."""
+        computed = {
+            "md5": self.md5.hexdigest() if self.md5 is not None else None,
+            "crc32c": self.crc32c.result() if self.crc32c is not None else None,
+        }
+        for algorithm, expected in info.checksums.items():
+            actual = computed.get(algorithm)
+            wanted = expected.lower() if algorithm == "md5" else expected
+            if actual is not None and actual != wanted:
+                return algorithm, wanted, actual
+        return None
+
+
+def _exclusive(f: IO[bytes]) -> bool:
+    """Try to hold the part file exclusively (released by the OS if this process dies)."""
+    if sys.platform == "win32":
+        return False
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _open_part(path: Path) -> tuple[IO[bytes], Path, bool]:
+    """The shared resumable part if no one else writes it, else a private one: correctness needs no lock."""
+    shared = path.open("a+b")
+    if _exclusive(shared):
+        return shared, path, True
+    shared.close()
+    private = path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex}.part")
+    return private.open("a+b"), private, False
+
+
+def _resumable(info: ObjectInfo) -> bool:
+    return info.supports_range and (info.version is not None or info.immutable)
+
+
+class _Transfer:
+    """The mutable state of one transfer (file, offset, digests); lives only inside ``download``."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        obj: RemoteObject,
+        info: ObjectInfo,
+        settings: FetchSettings,
+        policy: RetryPolicy,
+        sha256: str | None,
+        lock: IdentityLock | None,
+    ) -> None:
+        self.cache, self.obj, self.info, self.settings = cache, obj, info, settings
+        self.policy, self.sha256, self.lock = policy, sha256, lock
+        self.identity = info.identity
+        self.digests = _Digests(info)
+        self.offset = 0
+        self.mark = 0
+        self.retrying = False
+        self.sink = progress_sink(settings.progress, info.identity)
+
+    def run(self) -> Result[Path, Error]:
+        action = decide(cache_state(self.cache, self.info, sha256=self.sha256), self.info, sha256=self.sha256)
+        if isinstance(action, Hit):
+            _event("cache.hit", self.identity, path=str(action.path))
+            return Success(action.path)
+        try:
+            self.file, self.path, shared = _open_part(part_path(self.cache, self.identity, self.info.version))
+        except OSError as exc:
+            return Failure(CacheUnavailable(directory=str(self.cache.root), detail=exc.strerror or str(exc)))
+        try:
+            start = action.offset if isinstance(action, Resume) and shared else 0
+            self._reset(start)
+            _event("fetch.started", self.identity, size=self.info.size, version=self.info.version)
+            if self.offset:
+                _event("fetch.resumed", self.identity, offset=self.offset)
+            result = with_retries(
+                self._attempt,
+                self.policy,
+                what=self.identity,
+                progressed=lambda: self.offset > self.mark,
+                on_retry=self._on_retry,
+            )
+            return result.bind(self._finish)
+        finally:
+            self.file.close()
+            self.sink.close()
+            if not shared:
+                self.path.unlink(missing_ok=True)
+
+    def _reset(self, start: int) -> None:
+        """Keep the first ``start`` bytes of the part and re-hash them."""
+        self.file.truncate(start)
+        self.file.seek(0)
+        self.digests = _Digests(self.info)
+        remaining = start
+        while remaining > 0:
+            chunk = self.file.read(min(_READ, remaining))
+            if not chunk:
+                break
+            self.digests.update(chunk)
+            remaining -= len(chunk)
+        self.offset = start - remaining
+        self.file.truncate(self.offset)
+
+    def _on_retry(self, attempt: int, failure: Transient, delay: float) -> None:
+        _event("fetch.retry", self.identity, attempt=attempt, cause=failure.cause, delay=round(delay, 3))
+        if self.lock is not None:
+            self.lock.refresh(every=0.0)
+
+    def _restat(self) -> Result[None, TransferError]:
+        """Before a retry: learn whether the object changed; a change (or no pinning) restarts from zero."""
+
+        def compare(fresh: ObjectInfo) -> None:
+            changed = (fresh.version, fresh.size) != (self.info.version, self.info.size)
+            self.info = fresh
+            if changed or not _resumable(fresh):
+                self._reset(0)
+
+        return self.obj.stat().map(compare)
+
+    def _attempt(self) -> Result[None, TransferError]:
+        self.mark = self.offset
+        ready: Result[None, TransferError] = self._restat() if self.retrying else Success(None)
+        self.retrying = True
+        return ready.bind(lambda _: self._transfer())
+
+    def _transfer(self) -> Result[None, TransferError]:
+        size = self.info.size
+        if size is not None and self.offset > size:
+            self._reset(0)
+        if size is not None and self.offset == size:
+            return Success(None)
+        return self.obj.open(self.info, self.offset).bind(self._stream)
+
+    def _align(self, body: Body) -> Result[None, TransferError]:
+        """Accept where the body really starts: earlier (Range ignored, object changed) truncates the part."""
+        if body.start > self.offset:
+            return Failure(Transient(cause=f"body starts at byte {body.start}, past the {self.offset} held"))
+        if body.start < self.offset:
+            _event("fetch.restarted", self.identity, held=self.offset, start=body.start)
+            fresh = self.obj.stat()
+            if isinstance(fresh, Success):
+                self.info = fresh.unwrap()
+            self._reset(body.start)
+        return Success(None)
+
+    def _stream(self, body: Body) -> Result[None, TransferError]:
+        try:
+            aligned = self._align(body)
+            if isinstance(aligned, Failure):
+                return aligned
+            for chunk in body.chunks():
+                self.file.write(chunk)
+                self.digests.update(chunk)
+                self.offset += len(chunk)
+                self.sink.update(self.offset, self.info.size)
+                if self.lock is not None:
+                    self.lock.refresh()
+                if self.info.size is not None and self.offset > self.info.size:
+                    return Failure(Transient(cause=f"more than the announced {self.info.size} bytes"))
+        except Interrupted as exc:
+            return Failure(Transient(cause=exc.cause))
+        finally:
+            body.close()
+        size = self.info.size
+        if size is not None and self.offset < size:
+            return Failure(Transient(cause=f"body ended at byte {self.offset} of {size}"))
+        return Success(None)
+
+    def _discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+    def _finish(self, _: None) -> Result[Path, Error]:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        actual = self.digests.sha256.hexdigest()
+        if self.sha256 is not None and actual != self.sha256:
+            self._discard()
+            return Failure(
+                ChecksumMismatch(
+                    what=self.identity, expected=self.sha256, actual=actual, source=self.identity
+                )
+            )
+        wrong = None if self.sha256 is not None else self.digests.mismatch(self.info)
+        if wrong is not None:
+            self._discard()
+            algorithm, expected, got = wrong
+            return Failure(
+                ChecksumMismatch(
+                    what=self.identity,
+                    expected=expected,
+                    actual=got,
+                    algorithm=algorithm,
+                    source=self.identity,
+                )
+            )
+        placed = admit(
+            self.cache, self.path, sha256=actual, identity=self.identity, version=self.info.version, move=True
+        )
+        if isinstance(placed, Success):
+            _event("fetch.done", self.identity, size=self.offset, sha256=actual)
+        return placed
+
+
+def _intact(path: Path) -> bool:
+    """Re-hash a blob against its name; a corrupt one is removed so it is fetched again."""
+    try:
+        if hash_file(path) == path.name:
+            return True
+    except OSError:
+        return False
+    _event("cache.corrupt", path.name, path=str(path))
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _hit(path: Path, identity: str, settings: FetchSettings) -> Path | None:
+    if settings.verify and not _intact(path):
+        return None
+    _event("cache.hit", identity, path=str(path))
+    return path
+
+
+def _offline(
+    cache: Cache, identity: str | None, settings: FetchSettings, sha256: str | None
+) -> Result[Path, Error]:
+    found = lookup_latest(cache, identity) if identity is not None else None
+    if found is not None and (sha256 is None or found.name == sha256):
+        hit = _hit(found, identity or found.name, settings)
+        if hit is not None:
+            return Success(hit)
+    wanted = f" with sha256 {sha256}" if sha256 else ""
+    return Failure(
+        NotFound(
+            what=identity or "the object",
+            hint=(
+                f"offline mode (offline=True or CKPTFLOW_OFFLINE=1) reads only the cache at {cache.root}, "
+                f"which holds no copy{wanted}; fetch it once online or turn offline mode off"
+            ),
+            source=identity,
+        )
+    )
+
+
+def _cached(cache: Cache, info: ObjectInfo, settings: FetchSettings, sha256: str | None) -> Path | None:
+    action = decide(cache_state(cache, info, sha256=sha256), info, sha256=sha256)
+    return _hit(action.path, info.identity, settings) if isinstance(action, Hit) else None
+
+
+def _online(
+    cache: Cache,
+    obj: RemoteObject,
+    info: ObjectInfo,
+    settings: FetchSettings,
+    policy: RetryPolicy,
+    sha256: str | None,
+) -> Result[Path, Error]:
+    cached = _cached(cache, info, settings, sha256)
+    if cached is not None:
+        return Success(cached)
+    wait = settings.options.get("lock_wait")
+    stale_after = float(settings.options.get("lock_stale_after", 300.0))
+    with identity_lock(cache, info.identity, wait=wait, stale_after=stale_after) as lock:
+        return _Transfer(cache, obj, info, settings, policy, sha256, lock).run()
+
+
+def download(
+    obj: RemoteObject,
+    settings: FetchSettings,
+    *,
+    policy: RetryPolicy | None = None,
+    identity: str | None = None,
+) -> Result[Path, Error]:
+    """Get ``obj`` into the cache at ``settings.cache_dir`` (or find it there) and return the blob's path.
+
+    ``identity`` (default: ``obj.identity`` when the object has one) lets offline mode resolve from the
+    cache without a request; ``policy`` overrides ``settings.options["retry"]``.
+    """
+    sha256 = settings.sha256.strip().lower() if settings.sha256 else None
+    if sha256 is not None and not is_sha256(sha256):
+        return Failure(InvalidConfig(problems=(f"sha256: expected 64 hex digits, got {settings.sha256!r}",)))
+    name = identity if identity is not None else getattr(obj, "identity", None)
+    retry = policy if policy is not None else policy_from(settings.options)
+
+    def run(cache: Cache) -> Result[Path, Error]:
+        known = blob_path(cache, sha256) if sha256 is not None else None
+        if known is not None and known.is_file():
+            hit = _hit(known, name or known.name, settings)
+            if hit is not None:
+                return Success(hit)
+        if is_offline(settings):
+            return _offline(cache, name, settings, sha256)
+        stat = with_retries(
+            obj.stat,
+            retry,
+            what=name or "the remote object",
+            on_retry=lambda n, failure, delay: _event(
+                "fetch.retry", name or "?", attempt=n, cause=failure.cause, delay=round(delay, 3)
+            ),
+        )
+        return stat.bind(lambda info: _online(cache, obj, info, settings, retry, sha256))
+
+    return open_cache(settings.cache_dir).bind(run)
