@@ -35,6 +35,7 @@ __all__ = [
     "parse_connection_string",
     "shared_key",
     "sign_request",
+    "sign_string",
     "string_to_sign",
 ]
 
@@ -199,10 +200,11 @@ def sign_request(
         **{k: v for k, v in headers.items() if k.lower() not in ("x-ms-date", "authorization")},
         "x-ms-date": format_datetime(now.astimezone(timezone.utc), usegmt=True),
     }
-    digest = hmac.new(
-        credential.key,
-        string_to_sign(method, url, stamped, credential.account).encode("utf-8"),
-        hashlib.sha256,
-    ).digest()
-    signature = base64.b64encode(digest).decode("ascii")
+    signature = sign_string(credential, string_to_sign(method, url, stamped, credential.account))
     return {**stamped, "Authorization": f"SharedKey {credential.account}:{signature}"}
+
+
+def sign_string(credential: SharedKey, text: str) -> str:
+    """Base64 HMAC-SHA256 of ``text`` under the account key: the signature of SharedKey and SAS alike."""
+    digest = hmac.new(credential.key, text.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
