@@ -141,6 +141,9 @@ def test_omegaconf_dictconfig_is_accepted_with_interpolations_resolved() -> None
         ("file:///data/last.ckpt", LocalSource(path="/data/last.ckpt")),
         ("https://host/x.pt?v=1", HttpSource(url="https://host/x.pt?v=1")),
         ("s3://bucket/dir/key.ckpt", S3Source(bucket="bucket", key="dir/key.ckpt")),
+        ("s3://bucket/key.ckpt?versionId=v42", S3Source(bucket="bucket", key="key.ckpt", version_id="v42")),
+        ("gs://bucket/obj.pt#1712", GcsSource(bucket="bucket", blob="obj.pt", generation="1712")),
+        ("file://localhost/data/a%20b.ckpt", LocalSource(path="/data/a b.ckpt")),
         ("gs://bucket/obj.pt", GcsSource(bucket="bucket", blob="obj.pt")),
         ("az://container/blob.pt", AzureSource(container="container", blob="blob.pt")),
         (
@@ -159,6 +162,12 @@ def test_source_uri_string_resolves_by_scheme(uri: str, expected: object) -> Non
 def test_unknown_uri_scheme_lists_the_known_ones() -> None:
     (problem,) = problems(parse_config({"source": "ftp://host/x.pt"}))
     assert problem.startswith("source: 'ftp://host/x.pt': unknown scheme 'ftp' (known: file, http, https, s3")
+
+
+def test_file_uri_naming_a_remote_host_is_invalid() -> None:
+    assert problems(source_from_uri("file://server/share/x.pt")) == (
+        "'file://server/share/x.pt' names a remote host; only local file:// paths work",
+    )
 
 
 def test_bucket_uri_without_a_key_is_invalid() -> None:

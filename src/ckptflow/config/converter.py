@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import attrs
 import cattrs
@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_UriResult = Result[SourceConfig, InvalidConfig]
 Problem = tuple[str, str]
 """``(subpath, message)``: ``subpath`` is relative to where the problem was found (``""`` for there)."""
 
@@ -185,30 +186,64 @@ def _checked_mlflow(uri: str, source: MlflowSource) -> Result[MlflowSource, Inva
     return Failure(_invalid((repr(uri), f"{f} {m}") for f, m in problems)) if problems else Success(source)
 
 
-def _split_bucket(uri: str, scheme: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix(f"{scheme}://").partition("/")
-    return bucket, key
+def _located(uri: str, what: str, location: str, build: Callable[[str, str], SourceConfig]) -> _UriResult:
+    """``<container>/<name>`` split and built, or the problem with the (secret-free) URI."""
+    container, _, name = location.partition("/")
+    if not container or not name:
+        scheme = uri.partition(":")[0].lower()
+        return Failure(_invalid([("", f"{_shown(uri)!r} needs {scheme}://<{what}>/<name>")]))
+    return Success(build(container, name))
 
 
-def _bucket_source(cls: Callable[[str, str], SourceConfig], what: str) -> Callable[[str, str], Any]:
-    def build(uri: str, scheme: str) -> Result[SourceConfig, InvalidConfig]:
-        bucket, key = _split_bucket(uri, scheme)
-        if not bucket or not key:
-            return Failure(_invalid([("", f"{_shown(uri)!r} needs {scheme}://<{what}>/<name>")]))
-        return Success(cls(bucket, key))
-
-    return build
+def _s3_uri(uri: str) -> _UriResult:
+    """``s3://bucket/key``, optionally pinned by ``?versionId=``."""
+    location, _, query = uri[len("s3://") :].partition("?")
+    version = dict(parse_qsl(query)).get("versionId")
+    return _located(uri, "bucket", location, lambda b, k: S3Source(bucket=b, key=k, version_id=version))
 
 
-URI_SCHEMES: Mapping[str, Callable[[str, str], Result[SourceConfig, InvalidConfig]]] = {
-    "file": lambda uri, _: Success(LocalSource(path=uri.removeprefix("file://"))),
-    "http": lambda uri, _: Success(HttpSource(url=uri)),
-    "https": lambda uri, _: Success(HttpSource(url=uri)),
-    "s3": _bucket_source(lambda b, k: S3Source(bucket=b, key=k), "bucket"),
-    "gs": _bucket_source(lambda b, k: GcsSource(bucket=b, blob=k), "bucket"),
-    "az": _bucket_source(lambda c, b: AzureSource(container=c, blob=b), "container"),
-    "runs": lambda uri, _: parse_mlflow_uri(uri),
-    "models": lambda uri, _: parse_mlflow_uri(uri),
+def _gs_uri(uri: str) -> _UriResult:
+    """``gs://bucket/object``, optionally pinned by ``#<generation>`` as gsutil writes it."""
+    rest = uri[len("gs://") :]
+    location, sign, generation = rest.rpartition("#")
+    if not (sign and generation.isdigit()):
+        location, generation = rest, ""
+    return _located(
+        uri, "bucket", location, lambda b, o: GcsSource(bucket=b, blob=o, generation=generation or None)
+    )
+
+
+def _az_uri(uri: str) -> _UriResult:
+    return _located(uri, "container", uri[len("az://") :], lambda c, b: AzureSource(container=c, blob=b))
+
+
+def _file_uri(uri: str) -> _UriResult:
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        return Failure(
+            _invalid([("", f"{_shown(uri)!r} names a remote host; only local file:// paths work")])
+        )
+    path = unquote(parts.path)
+    return Success(LocalSource(path=path)) if path else Failure(_invalid([("", f"{uri!r} has no path")]))
+
+
+def _http_uri(uri: str) -> _UriResult:
+    return Success(HttpSource(url=uri))
+
+
+def _mlflow_uri(uri: str) -> _UriResult:
+    return parse_mlflow_uri(uri)
+
+
+URI_SCHEMES: Mapping[str, Callable[[str], _UriResult]] = {
+    "file": _file_uri,
+    "http": _http_uri,
+    "https": _http_uri,
+    "s3": _s3_uri,
+    "gs": _gs_uri,
+    "az": _az_uri,
+    "runs": _mlflow_uri,
+    "models": _mlflow_uri,
 }
 """URI scheme → source config. A string with no scheme is a local path."""
 
@@ -226,7 +261,7 @@ def source_from_uri(uri: str) -> Result[SourceConfig, InvalidConfig]:
     build = URI_SCHEMES.get(scheme)
     if build is None:
         return Failure(_invalid([("", f"{_shown(uri)!r}: {_unknown(scheme, URI_SCHEMES, 'scheme ')}")]))
-    return build(uri, scheme)
+    return build(uri)
 
 
 # --- hooks ------------------------------------------------------------------------------------------
