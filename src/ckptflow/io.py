@@ -9,6 +9,7 @@ by a static scan before anything is unpickled. ``allow_globals`` widens the safe
 
 from __future__ import annotations
 
+import _compat_pickle
 import functools
 import importlib
 import os
@@ -168,8 +169,17 @@ def _unpickler_reason(text: str) -> str:
     return reason.split("WeightsUnpickler error:")[-1].strip() or "unreadable pickle"
 
 
+def _python3_name(name: str) -> str:
+    """The name Python 3 resolves a global to (protocol-2 pickles spell some the Python 2 way)."""
+    module, _, attr = name.rpartition(".")
+    if (module, attr) in _compat_pickle.NAME_MAPPING:
+        return ".".join(_compat_pickle.NAME_MAPPING[(module, attr)])
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attr}"
+
+
 def _refused(path: Path, names: list[str]) -> Error:
-    return UnsafeCheckpoint(path=str(path), globals=names)  # type: ignore[arg-type]  # attrs converter=tuple
+    named = sorted({_python3_name(n) for n in names})
+    return UnsafeCheckpoint(path=str(path), globals=named)  # type: ignore[arg-type]  # attrs converter=tuple
 
 
 def _unpickling_failure(path: Path, text: str, *, trusted: bool) -> Error:
