@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from ckptflow.context import Context, LoadOptions, state_equal, tree_equal
 from ckptflow.errors import CorruptCheckpoint, Error, InvalidConfig, NotFound, StageFailed, UnsafeCheckpoint
 from ckptflow.io import read, read_checkpoint, sniff
+from ckptflow.pipeline import pipeline
 from ckptflow.stages.formats import FORMAT_STAGES, SafetensorsPayload
 
 
@@ -291,7 +292,7 @@ def test_read_then_format_stages_give_a_lightning_state_dict(tmp_path: Path) -> 
         "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.1, "params": []}]}],
         "lr_schedulers": [{"last_epoch": 42}],
     }
-    out = read(Context(path=save(ckpt, tmp_path / "last.ckpt"))).bind(FORMAT_STAGES).unwrap()
+    out = read(Context(path=save(ckpt, tmp_path / "last.ckpt"))).bind(pipeline(*FORMAT_STAGES)).unwrap()
     assert out.format == "lightning"
     assert set(out.state or {}) == set(weights())
     assert out.training is not None and (out.training.epoch, out.training.global_step) == (42, 10000)
@@ -300,6 +301,6 @@ def test_read_then_format_stages_give_a_lightning_state_dict(tmp_path: Path) -> 
 def test_read_then_format_stages_give_a_safetensors_state_dict(tmp_path: Path) -> None:
     sd = weights()
     save_file(sd, tmp_path / "model.safetensors")
-    out = read(Context(path=tmp_path / "model.safetensors")).bind(FORMAT_STAGES).unwrap()
+    out = read(Context(path=tmp_path / "model.safetensors")).bind(pipeline(*FORMAT_STAGES)).unwrap()
     assert out.format == "safetensors"
     assert tree_equal(dict(out.state or {}), sd)

@@ -208,11 +208,13 @@ def test_jsonable_shortens_long_reprs() -> None:
 
 
 def test_format_stages_run_detect_extract_and_auto_strip_prefix_in_order() -> None:
-    assert FORMAT_STAGES.names == ("detect", "extract", "auto_strip_prefix")
+    assert pipeline(*FORMAT_STAGES).names == ("detect", "extract", "auto_strip_prefix")
 
 
 def test_format_stages_take_a_lightning_payload_to_a_stripped_state_dict() -> None:
-    out = FORMAT_STAGES(Context(raw=lightning_checkpoint(), metadata={"source_note": "x"})).unwrap()
+    out = pipeline(*FORMAT_STAGES)(
+        Context(raw=lightning_checkpoint(), metadata={"source_note": "x"})
+    ).unwrap()
     assert out.format == "lightning"
     assert list(out.state or {}) == ["encoder.weight", "encoder.bias"]
     assert out.training is not None and out.training.epoch == 42
@@ -281,7 +283,7 @@ def payload_contexts(draw: st.DrawFn) -> Context:
 
 
 def test_format_stages_are_pure() -> None:
-    check_pure(FORMAT_STAGES, payload_contexts())
+    check_pure(pipeline(*FORMAT_STAGES), payload_contexts())
 
 
 @pytest.mark.parametrize(

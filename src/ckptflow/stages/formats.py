@@ -17,7 +17,7 @@ from returns.result import Failure, Result, Success
 
 from ckptflow.context import Context, StateDict, TrainingState, state_equal, tree_equal
 from ckptflow.errors import Error, InvalidConfig, StageFailed, UnknownFormat
-from ckptflow.pipeline import NamedStage, Pipeline, pipeline
+from ckptflow.pipeline import NamedStage
 from ckptflow.stages.keys import strip_prefix_keys
 
 __all__ = [
@@ -317,5 +317,5 @@ extract_stage = NamedStage("extract", _extract)
 auto_strip_prefix = NamedStage("auto_strip_prefix", _auto_strip_prefix)
 """For Lightning checkpoints, strip ``model.`` when every key has it; otherwise keep keys and say why."""
 
-FORMAT_STAGES: Pipeline = pipeline(detect, extract_stage, auto_strip_prefix)
-"""The default way from a deserialized payload to a state dict."""
+FORMAT_STAGES: tuple[NamedStage, ...] = (detect, extract_stage, auto_strip_prefix)
+"""The default way from a deserialized payload to a state dict: ``pipeline(read, *FORMAT_STAGES)``."""
