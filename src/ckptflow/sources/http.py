@@ -218,14 +218,25 @@ class HttpBody:
         self._secrets = secrets
 
     def chunks(self) -> Iterator[bytes]:
+        """Chunks of about ``chunk_size`` bytes; on failure, what arrived is yielded, then ``Interrupted``."""
         expected = _content_length(self._response.headers)
         received = 0
+        pending: list[bytes] = []
+        buffered = 0
         try:
-            for chunk in self._response.iter_bytes(self._chunk_size):
-                received += len(chunk)
-                yield chunk
+            for piece in self._response.iter_bytes():
+                received += len(piece)
+                pending.append(piece)
+                buffered += len(piece)
+                if buffered >= self._chunk_size:
+                    yield b"".join(pending)
+                    pending, buffered = [], 0
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.TimeoutException) as exc:
+            if pending:
+                yield b"".join(pending)
             raise Interrupted(scrub(f"{type(exc).__name__}: {exc}", self._secrets)) from None
+        if pending:
+            yield b"".join(pending)
         if expected is not None and received < expected:
             raise Interrupted(f"body ended after {received} of {expected} bytes")
 
@@ -285,12 +296,14 @@ class HttpObject:
         if fallback:
             response.close()
             probe = self._send("GET", self.url, {"Range": "bytes=0-0"})
-            return probe.bind(lambda r: self._info(r) if r.is_success else self._failed(r))
-        return self._info(response) if response.is_success else self._failed(response)
+            return probe.bind(lambda r: self._info(r, read=False) if r.is_success else self._failed(r))
+        return self._info(response, read=True) if response.is_success else self._failed(response)
 
-    def _info(self, response: httpx.Response) -> Result[ObjectInfo, TransferError]:
+    def _info(self, response: httpx.Response, *, read: bool) -> Result[ObjectInfo, TransferError]:
+        """The object's description; the body is read for a metadata request, never for a ranged probe."""
         try:
-            response.read()
+            if read:
+                response.read()
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.TimeoutException) as exc:
             return Failure(Transient(cause=scrub(f"{type(exc).__name__}: {exc}", self.secrets)))
         finally:
