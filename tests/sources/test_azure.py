@@ -186,6 +186,19 @@ def test_no_account_anywhere_is_a_configuration_problem() -> None:
     assert "AZURE_STORAGE_CONNECTION_STRING" in error.message
 
 
+def test_a_sas_needs_only_an_endpoint_not_an_account_name() -> None:
+    config = AzureSource(container="c", blob="b", endpoint_url="https://blobs.example.com", sas_token="sig=x")
+    target = resolve_target(config, {}).unwrap()
+    assert (target.identity, target.credential) == ("https://blobs.example.com/c/b", SasToken("sig=x"))
+
+
+def test_an_account_key_without_an_account_name_is_a_configuration_problem() -> None:
+    config = AzureSource(
+        container="c", blob="b", endpoint_url="https://blobs.example.com", account_key="a2V5"
+    )
+    assert "set account" in _invalid(resolve_target(config, {})).message
+
+
 def test_an_account_key_that_is_not_base64_is_a_configuration_problem() -> None:
     config = AzureSource(container="c", blob="b", account="acct", account_key="not-base64-KEYSECRET!")
     error = _invalid(resolve_target(config, {}))

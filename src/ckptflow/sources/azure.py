@@ -238,7 +238,7 @@ def _target(
         or conn.blob_endpoint
         or (f"https://{account}.blob.core.windows.net" if account else None)
     )
-    if endpoint is None or account is None:
+    if endpoint is None:
         return Failure(
             InvalidConfig(
                 problems=(
@@ -251,13 +251,21 @@ def _target(
     sas = config.sas_token or conn.sas_token or (environ.get(SAS_ENV) if env_applies else None)
     key = config.account_key or conn.account_key or (environ.get(KEY_ENV) if env_applies else None)
     credential: Result[AzureCredential, Error] = (
-        Success(SasToken(sas.lstrip("?"))) if sas else shared_key(account, key) if key else Success(Ambient())
+        Success(SasToken(sas.lstrip("?"))) if sas else _signing(account, key) if key else Success(Ambient())
     )
     return credential.map(
         lambda chosen: AzureTarget(
             endpoint=endpoint.rstrip("/"), container=config.container, blob=config.blob, credential=chosen
         )
     )
+
+
+def _signing(account: str | None, key: str) -> Result[AzureCredential, Error]:
+    if account is None:
+        return Failure(
+            InvalidConfig(problems=("account_key: the account name to sign with is unknown; set account",))
+        )
+    return shared_key(account, key)
 
 
 # --- requests (pure) --------------------------------------------------------------------------------
