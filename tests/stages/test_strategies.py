@@ -11,7 +11,7 @@ from returns.result import Failure, Success
 
 from ckptflow.context import Context, LoadOptions, LoadPlan, ModelSpec, TrainingState
 from ckptflow.errors import IncompatibleState, InvalidConfig, StageFailed
-from ckptflow.stages.strategies import STRATEGIES, StrategyRow, plan, plan_for
+from ckptflow.stages.strategies import STRATEGIES, StrategyRow, plan, plan_for, planner
 from tests.fixtures.models import (
     Classifier,
     context_for,
@@ -177,3 +177,17 @@ def test_the_plan_stage_never_changes_its_input_context(
     assert same_state(state, before)
     assert [id(v) for v in state.values()] == objects
     assert (ctx.plan, ctx.events) == (None, ())
+
+
+def test_a_new_strategy_is_a_new_row_in_a_table_given_to_planner() -> None:
+    row = attrs.evolve(
+        STRATEGIES["transfer_learning"], counters="keep", description="fine-tune, keep counters"
+    )
+    stage = planner({**STRATEGIES, "finetune": row})
+    source, target = make_classifier(10), make_classifier(3)
+    training = TrainingState(epoch=4, global_step=40)
+    out = stage(context_for(target, model_state(source), training, strategy="finetune")).unwrap()
+    assert out.plan is not None
+    assert (out.plan.strategy, out.plan.training.global_step) == ("finetune", 40)
+    assert {s.key for s in out.plan.skipped} == {"head.weight", "head.bias"}
+    assert stage.name == "plan"

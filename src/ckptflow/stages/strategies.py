@@ -17,10 +17,10 @@ from returns.result import Failure, Result, Success
 
 from ckptflow.context import Context, LoadPlan, ModelSpec, StateDict, TrainingState
 from ckptflow.errors import Error, IncompatibleState, InvalidConfig, StageFailed
-from ckptflow.pipeline import stage
+from ckptflow.pipeline import NamedStage
 from ckptflow.stages.match import plan_exact, plan_transfer
 
-__all__ = ["STRATEGIES", "Counters", "Matching", "StrategyRow", "plan", "plan_for"]
+__all__ = ["STRATEGIES", "Counters", "Matching", "StrategyRow", "plan", "plan_for", "planner"]
 
 Matching = Literal["exact", "by_shape"]
 Counters = Literal["keep", "reset"]
@@ -117,12 +117,18 @@ def _restores(row: StrategyRow, name: str, training: TrainingState) -> Result[tu
 
 
 def plan_for(
-    name: str, state: StateDict, spec: ModelSpec, training: TrainingState, *, strict: bool | None = None
+    name: str,
+    state: StateDict,
+    spec: ModelSpec,
+    training: TrainingState,
+    *,
+    strict: bool | None = None,
+    table: Mapping[str, StrategyRow] = STRATEGIES,
 ) -> Result[LoadPlan, Error]:
-    """The plan strategy ``name`` makes for ``state`` against ``spec`` (pure; ``strict=None``: the row's)."""
-    row = STRATEGIES.get(name)
+    """The plan that strategy ``name`` of ``table`` makes for ``state`` (``strict=None``: the row's)."""
+    row = table.get(name)
     if row is None:
-        known = ", ".join(sorted(STRATEGIES))
+        known = ", ".join(sorted(table))
         return Failure(InvalidConfig(problems=(f"strategy: unknown strategy {name!r}; known: {known}",)))
     strictness = row.strict if strict is None else strict
     planned = _PLANNERS[row.weights](state, spec, strictness, name)
@@ -138,25 +144,7 @@ def plan_for(
     )
 
 
-@stage("plan")
-def plan(ctx: Context) -> Result[Context, Error]:
-    """Decide what goes where for ``ctx.options.strategy``; the result is ``ctx.plan``."""
-    if ctx.state is None or ctx.spec is None:
-        missing = " and ".join(n for n, v in (("state", ctx.state), ("spec", ctx.spec)) if v is None)
-        return Failure(StageFailed(detail=f"the context has no {missing}; run the extract stages first"))
-    options = ctx.options
-    training = ctx.training or TrainingState()
-    planned = plan_for(options.strategy, ctx.state, ctx.spec, training, strict=options.strict)
-    return planned.map(
-        lambda p: _planned_context(
-            ctx,
-            attrs.evolve(p, assign_tensors=options.assign, source=ctx.source, digest=ctx.digest),
-            training,
-        )
-    )
-
-
-def _planned_context(ctx: Context, p: LoadPlan, training: TrainingState) -> Context:
+def _planned_context(ctx: Context, p: LoadPlan, row: StrategyRow, training: TrainingState) -> Context:
     out = attrs.evolve(ctx, plan=p).with_event(
         "plan.made",
         "plan",
@@ -168,6 +156,36 @@ def _planned_context(ctx: Context, p: LoadPlan, training: TrainingState) -> Cont
         restore_optimizer=p.restore_optimizer,
         restore_scheduler=p.restore_scheduler,
     )
-    if STRATEGIES[p.strategy].scheduler and not training.scheduler_states:
+    if row.scheduler and not training.scheduler_states:
         return out.with_event("plan.no_scheduler_state", "plan", strategy=p.strategy)
     return out
+
+
+def planner(table: Mapping[str, StrategyRow] = STRATEGIES) -> NamedStage:
+    """The ``plan`` stage for a strategy table; extend the built-in one without changing it, e.g.
+    ``pipeline.replace("plan", planner({**STRATEGIES, "mine": StrategyRow(...)}))``.
+    """
+
+    def plan_(ctx: Context) -> Result[Context, Error]:
+        if ctx.state is None or ctx.spec is None:
+            missing = " and ".join(n for n, v in (("state", ctx.state), ("spec", ctx.spec)) if v is None)
+            return Failure(StageFailed(detail=f"the context has no {missing}; run the extract stages first"))
+        options = ctx.options
+        training = ctx.training or TrainingState()
+        planned = plan_for(
+            options.strategy, ctx.state, ctx.spec, training, strict=options.strict, table=table
+        )
+        return planned.map(
+            lambda p: _planned_context(
+                ctx,
+                attrs.evolve(p, assign_tensors=options.assign, source=ctx.source, digest=ctx.digest),
+                table[p.strategy],
+                training,
+            )
+        )
+
+    return NamedStage("plan", plan_)
+
+
+plan = planner()
+"""Decide what goes where for ``ctx.options.strategy`` with the built-in table; the result is ``ctx.plan``."""
