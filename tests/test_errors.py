@@ -97,11 +97,6 @@ def test_message_tells_the_user_what_to_do(error: errors.Error) -> None:
     assert GUIDANCE.search(error.message), error.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: FreezeTargetNotFound.message without close matches gives no next step "
-    "(e.g. 'list the module paths with ckptflow inspect / model.named_modules()')",
-)
 def test_freeze_target_message_without_close_matches_tells_the_user_what_to_do() -> None:
     error = FreezeTargetNotFound(target="encoder.layer9")
     assert GUIDANCE.search(error.message), error.message

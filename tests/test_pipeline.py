@@ -250,11 +250,6 @@ def test_reorder_requires_every_stage_exactly_once(names: tuple[str, ...]) -> No
         ABC.reorder(*names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Pipeline.reorder builds {name: stage}, so with two stages of the same name "
-    "(e.g. two strip_prefix stages) it drops the first and runs the last twice",
-)
 def test_reorder_keeps_stages_that_share_a_name() -> None:
     first, second = NamedStage("x", tag("x1").fn), NamedStage("x", tag("x2").fn)
     edited = pipeline(first, second, tag("b")).reorder("b", "x", "x")

@@ -251,7 +251,11 @@ class FreezeTargetNotFound:
 
     @property
     def message(self) -> str:
-        close = f" Did you mean: {_listing(self.close_matches)}?" if self.close_matches else ""
+        close = (
+            f" Did you mean: {_listing(self.close_matches)}?"
+            if self.close_matches
+            else " List the module paths with `ckptflow inspect` or model.named_modules() and fix the pattern."
+        )
         return f"no module matches freeze target {self.target!r}.{close}"
 
 

@@ -135,8 +135,10 @@ class Pipeline:
         """The same stages in the order given (every stage named exactly once)."""
         if sorted(names) != sorted(self.names):
             raise ValueError(f"reorder needs each of {', '.join(self.names)} exactly once")
-        by_name = {s.name: s for s in self.stages}
-        return Pipeline(tuple(by_name[n] for n in names))
+        queues: dict[str, list[NamedStage]] = {}
+        for s in self.stages:
+            queues.setdefault(s.name, []).append(s)
+        return Pipeline(tuple(queues[n].pop(0) for n in names))
 
 
 def pipeline(*stages: StageLike) -> Pipeline:
