@@ -47,6 +47,7 @@ class Box:
         self.value = value
 
 
+BOX = f"{Box.__module__}.{Box.__qualname__}"
 EVIL = [
     (RunsShell, "posix.system" if os.name == "posix" else "nt.system"),
     (RunsSubprocess, "subprocess.call"),
@@ -156,7 +157,7 @@ def test_every_unsafe_global_is_named_at_once(tmp_path: Path) -> None:
     path = save([RunsShell(marker), RunsEval(marker), Box(1)], tmp_path / "evil.pt")
     err = failure(read_checkpoint(path))
     assert isinstance(err, UnsafeCheckpoint)
-    assert set(err.globals) >= {"builtins.eval", "tests.test_io.Box"}
+    assert set(err.globals) >= {"builtins.eval", BOX}
     assert not marker.exists()
 
 
@@ -169,10 +170,10 @@ def test_allowing_a_dangerous_global_by_name_still_refuses_blocked_modules(tmp_p
 
 def test_custom_class_is_refused_by_default(tmp_path: Path) -> None:
     err = failure(read_checkpoint(save({"box": Box(3)}, tmp_path / "box.pt")))
-    assert isinstance(err, UnsafeCheckpoint) and err.globals == ("tests.test_io.Box",)
+    assert isinstance(err, UnsafeCheckpoint) and err.globals == (BOX,)
 
 
-@pytest.mark.parametrize("allowed", ["tests.test_io.Box", Box], ids=["by name", "by object"])
+@pytest.mark.parametrize("allowed", [BOX, Box], ids=["by name", "by object"])
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_allow_globals_admits_exactly_that_class_for_that_call_only(
     tmp_path: Path, allowed: object, legacy: bool
@@ -193,8 +194,8 @@ def test_allow_globals_leaves_globals_the_caller_registered_in_place(tmp_path: P
 
 def test_allow_global_that_cannot_be_imported_is_invalid_config(tmp_path: Path) -> None:
     path = save(weights(), tmp_path / "ckpt.pt")
-    err = failure(read_checkpoint(path, allow_globals=["tests.test_io.NoSuchClass"]))
-    assert isinstance(err, InvalidConfig) and "tests.test_io.NoSuchClass" in err.message
+    err = failure(read_checkpoint(path, allow_globals=[f"{__name__}.NoSuchClass"]))
+    assert isinstance(err, InvalidConfig) and f"{__name__}.NoSuchClass" in err.message
 
 
 def test_trusted_loads_custom_objects_for_that_call_only(tmp_path: Path) -> None:
@@ -269,7 +270,7 @@ def test_read_stage_honours_allow_globals_from_options(tmp_path: Path) -> None:
     path = save({"box": Box(2)}, tmp_path / "box.pt")
     refused = failure(read(Context(path=path)))
     assert isinstance(refused, UnsafeCheckpoint) and refused.stage == "read"
-    allowed = read(Context(path=path, options=LoadOptions(allow_globals=("tests.test_io.Box",))))
+    allowed = read(Context(path=path, options=LoadOptions(allow_globals=(BOX,))))
     assert allowed.unwrap().raw["box"].value == 2
 
 
