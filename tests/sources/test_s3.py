@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,16 @@ from botocore.exceptions import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from returns.result import Success
+from returns.result import Result, Success
 
 from ckptflow.config.schema import S3Source
-from ckptflow.errors import AccessDenied, InvalidConfig, NotFound, StageFailed
+from ckptflow.errors import AccessDenied, ChecksumMismatch, Error, InvalidConfig, NotFound, StageFailed
+from ckptflow.fetch import fetch
 from ckptflow.sources import s3
 from ckptflow.sources.base import FetchSettings, Interrupted, ObjectInfo, Transient
-from tests.fixtures.s3_server import AuthServer, FaultyObjectServer, S3Bucket, free_port, make_s3_client
+from ckptflow.sources.retry import RetryPolicy
+from tests.fixtures.fault_server import FaultServer
+from tests.fixtures.s3_server import AuthServer, S3Bucket, free_port, make_s3_client
 
 MIB = 1024 * 1024
 DATA = bytes(range(256)) * 40
@@ -552,37 +556,52 @@ def test_missing_credentials_are_access_denied_with_a_hint(
     assert "anonymous" in failure.message
 
 
-# --- broken connections ---------------------------------------------------------------------------
+# --- broken connections (a real server that misbehaves on request) ------------------------------------
 
 
-def faulty_object(server: FaultyObjectServer, **config: Any) -> s3.S3Object:
-    return s3.S3Object(client=make_s3_client(server.endpoint, **config), bucket="b", key="ckpt.pt")
+def fault_object(server: FaultServer, data: bytes, **config: Any) -> s3.S3Object:
+    """``s3://b/ckpt.pt`` served by ``server`` (botocore addresses an IP endpoint path-style)."""
+    server.put("b/ckpt.pt", data)
+    client = make_s3_client(f"http://127.0.0.1:{server.port}", **config)
+    return s3.S3Object(client=client, bucket="b", key="ckpt.pt")
 
 
-def test_a_connection_dropped_mid_body_interrupts_the_read(faulty_s3_server: FaultyObjectServer) -> None:
-    faulty_s3_server.cut_gets, faulty_s3_server.cut_after = 1, 100
-    obj = faulty_object(faulty_s3_server)
+def test_a_connection_dropped_mid_body_interrupts_the_read(s3_fault_server: FaultServer) -> None:
+    s3_fault_server.faults.drop_after = 100
+    obj = fault_object(s3_fault_server, DATA)
     body = obj.open(obj.stat().unwrap()).unwrap()
     with pytest.raises(Interrupted):
         b"".join(body.chunks())
     body.close()
 
 
-def test_a_stalled_body_interrupts_the_read_at_the_read_timeout(faulty_s3_server: FaultyObjectServer) -> None:
-    faulty_s3_server.stall, faulty_s3_server.cut_after = True, 100
-    obj = faulty_object(faulty_s3_server, read_timeout=0.5)
+def test_a_stalled_body_interrupts_the_read_at_the_read_timeout(s3_fault_server: FaultServer) -> None:
+    s3_fault_server.faults.delay = 2.0
+    obj = fault_object(s3_fault_server, DATA, read_timeout=0.3)
     body = obj.open(obj.stat().unwrap()).unwrap()
     with pytest.raises(Interrupted):
         b"".join(body.chunks())
     body.close()
 
 
-def test_open_sends_range_and_if_match(faulty_s3_server: FaultyObjectServer) -> None:
-    obj = faulty_object(faulty_s3_server)
+def test_open_sends_range_and_if_match(s3_fault_server: FaultServer) -> None:
+    obj = fault_object(s3_fault_server, DATA)
     info = obj.stat().unwrap()
-    assert read_all(obj, info, 10, 20) == faulty_s3_server.data[10:20]
-    sent = faulty_s3_server.gets()[-1]
-    assert (sent["range"], sent["if-match"]) == ("bytes=10-19", faulty_s3_server.etag)
+    assert read_all(obj, info, 10, 20) == DATA[10:20]
+    sent = s3_fault_server.requests[-1]
+    assert (sent.method, sent.path, sent.range) == ("GET", "/b/ckpt.pt", "bytes=10-19")
+    assert sent.headers["if-match"] == info.version
+
+
+def test_a_server_error_on_open_is_transient(s3_fault_server: FaultServer) -> None:
+    obj = fault_object(s3_fault_server, DATA)
+    info = obj.stat().unwrap()
+    s3_fault_server.faults.fail_first, s3_fault_server.faults.retry_after = (
+        len(s3_fault_server.requests) + 1,
+        "3",
+    )
+    failure = obj.open(info).failure()
+    assert failure == Transient(cause="S3 503", retry_after=3.0)
 
 
 def test_an_unreachable_endpoint_is_transient(tmp_path: Path, s3_credentials: Any) -> None:
@@ -602,3 +621,156 @@ def test_source_spec_registers_the_s3_scheme_and_config() -> None:
 def test_fetch_fails_before_any_request_for_a_bad_endpoint(tmp_path: Path, s3_credentials: Any) -> None:
     config = S3Source(bucket="b", key="k", endpoint_url="ftp://example")
     assert isinstance(s3.fetch(config, settings(tmp_path)).failure(), InvalidConfig)
+
+
+# --- end to end: ckptflow.fetch through the registry, the engine and the cache ------------------------
+
+FAST_RETRY = RetryPolicy(attempts=3, base=0.0, cap=0.0)
+
+
+def blobs_in(cache_dir: Path) -> list[Path]:
+    return [p for p in (cache_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def fetch_s3(uri: str, cache_dir: Path, endpoint: str, **kwargs: Any) -> Result[Path, Error]:
+    return fetch(
+        uri, cache_dir=cache_dir, options={"s3_endpoint_url": endpoint, "retry": FAST_RETRY}, **kwargs
+    )
+
+
+def engine_events(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.ckptflow_event for record in caplog.records if hasattr(record, "ckptflow_event")]
+
+
+def test_fetch_puts_the_object_in_the_cache_under_its_sha256(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    s3_bucket.put("runs/ckpt.pt", DATA)
+    path = fetch_s3(s3_bucket.uri("runs/ckpt.pt"), tmp_path, s3_bucket.endpoint).unwrap()
+    assert path.read_bytes() == DATA
+    assert path == tmp_path / "blobs" / "sha256" / hashlib.sha256(DATA).hexdigest()
+
+
+def test_a_second_fetch_is_a_cache_hit(
+    tmp_path: Path, s3_bucket: S3Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3_bucket.put("ckpt.pt", DATA)
+    first = fetch_s3(s3_bucket.uri("ckpt.pt"), tmp_path, s3_bucket.endpoint).unwrap()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ckptflow"):
+        second = fetch_s3(s3_bucket.uri("ckpt.pt"), tmp_path, s3_bucket.endpoint).unwrap()
+    assert second == first
+    assert "cache.hit" in engine_events(caplog)
+    assert "fetch.started" not in engine_events(caplog)
+
+
+def test_fetch_with_the_wrong_sha256_is_a_checksum_mismatch_leaving_no_blob(
+    tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    s3_bucket.put("ckpt.pt", DATA)
+    failure = fetch_s3(s3_bucket.uri("ckpt.pt"), tmp_path, s3_bucket.endpoint, sha256="0" * 64).failure()
+    assert isinstance(failure, ChecksumMismatch)
+    assert failure.actual == hashlib.sha256(DATA).hexdigest()
+    assert blobs_in(tmp_path) == []
+
+
+def test_fetch_with_the_right_sha256_succeeds(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    s3_bucket.put("ckpt.pt", DATA)
+    digest = hashlib.sha256(DATA).hexdigest()
+    path = fetch_s3(s3_bucket.uri("ckpt.pt"), tmp_path, s3_bucket.endpoint, sha256=digest).unwrap()
+    assert path.name == digest
+
+
+def test_fetch_by_version_id_gets_that_version(tmp_path: Path, s3_versioned_bucket: S3Bucket) -> None:
+    first = s3_versioned_bucket.put("ckpt.pt", b"first weights")
+    s3_versioned_bucket.put("ckpt.pt", b"second weights")
+    uri = s3.identity_of(s3_versioned_bucket.name, "ckpt.pt", first["VersionId"])
+    path = fetch_s3(uri, tmp_path, s3_versioned_bucket.endpoint).unwrap()
+    assert path.read_bytes() == b"first weights"
+
+
+def test_fetch_without_version_id_gets_the_latest_version(
+    tmp_path: Path, s3_versioned_bucket: S3Bucket
+) -> None:
+    s3_versioned_bucket.put("ckpt.pt", b"first weights")
+    s3_versioned_bucket.put("ckpt.pt", b"second weights")
+    path = fetch_s3(s3_versioned_bucket.uri("ckpt.pt"), tmp_path, s3_versioned_bucket.endpoint).unwrap()
+    assert path.read_bytes() == b"second weights"
+
+
+def test_fetch_after_an_overwrite_gets_the_new_content(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    s3_bucket.put("ckpt.pt", b"old weights")
+    fetch_s3(s3_bucket.uri("ckpt.pt"), tmp_path, s3_bucket.endpoint).unwrap()
+    s3_bucket.put("ckpt.pt", b"new weights")
+    path = fetch_s3(s3_bucket.uri("ckpt.pt"), tmp_path, s3_bucket.endpoint).unwrap()
+    assert path.read_bytes() == b"new weights"
+
+
+def test_fetch_of_a_multipart_object_succeeds_without_an_md5(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    data = bytes(range(256)) * (5 * MIB // 256) + b"tail"
+    s3_bucket.put_multipart("big.pt", data)
+    path = fetch_s3(s3_bucket.uri("big.pt"), tmp_path, s3_bucket.endpoint).unwrap()
+    assert path.name == hashlib.sha256(data).hexdigest()
+
+
+def test_fetch_of_a_missing_key_is_not_found(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    failure = fetch_s3(s3_bucket.uri("absent.pt"), tmp_path, s3_bucket.endpoint).failure()
+    assert isinstance(failure, NotFound)
+
+
+def test_fetch_with_unknown_credentials_is_access_denied(
+    tmp_path: Path, s3_auth_server: AuthServer, s3_credentials: Any
+) -> None:
+    uri = f"s3://{s3_auth_server.bucket}/{s3_auth_server.key}"
+    failure = fetch_s3(uri, tmp_path, s3_auth_server.endpoint).failure()
+    assert isinstance(failure, AccessDenied)
+    assert "testing-secret-key" not in failure.message
+
+
+def test_fetch_of_a_config_uses_its_endpoint(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    s3_bucket.put("ckpt.pt", DATA)
+    config = S3Source(bucket=s3_bucket.name, key="ckpt.pt", endpoint_url=s3_bucket.endpoint)
+    assert fetch(config, cache_dir=tmp_path).unwrap().read_bytes() == DATA
+
+
+def test_fetch_finds_the_endpoint_in_aws_endpoint_url_s3(
+    tmp_path: Path, s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_bucket.put("ckpt.pt", DATA)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket.endpoint)
+    assert fetch(s3_bucket.uri("ckpt.pt"), cache_dir=tmp_path).unwrap().read_bytes() == DATA
+
+
+def test_fetch_offline_answers_from_the_cache(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    s3_bucket.put("ckpt.pt", DATA)
+    online = fetch_s3(s3_bucket.uri("ckpt.pt"), tmp_path, s3_bucket.endpoint).unwrap()
+    offline = fetch(
+        s3_bucket.uri("ckpt.pt"),
+        cache_dir=tmp_path,
+        offline=True,
+        options={"s3_endpoint_url": "http://127.0.0.1:9"},
+    )
+    assert offline == Success(online)
+
+
+def test_fetch_resumes_a_dropped_download_from_where_it_stopped(
+    tmp_path: Path, s3_fault_server: FaultServer
+) -> None:
+    s3_fault_server.put("b/ckpt.pt", DATA)
+    s3_fault_server.faults.drop_after = 4000
+    endpoint = f"http://127.0.0.1:{s3_fault_server.port}"
+    path = fetch_s3("s3://b/ckpt.pt", tmp_path, endpoint).unwrap()
+    assert path.read_bytes() == DATA
+    gets = [r for r in s3_fault_server.requests if r.method == "GET"]
+    assert [r.range for r in gets] == [None, "bytes=4000-"]
+    assert all(r.headers["if-match"] for r in gets)
+
+
+def test_fetch_restarts_when_the_object_changes_mid_download(
+    tmp_path: Path, s3_fault_server: FaultServer
+) -> None:
+    s3_fault_server.put("b/ckpt.pt", DATA * 20)
+    s3_fault_server.faults.change_after, s3_fault_server.faults.changed_to = 1, b"replacement weights"
+    endpoint = f"http://127.0.0.1:{s3_fault_server.port}"
+    path = fetch_s3("s3://b/ckpt.pt", tmp_path, endpoint).unwrap()
+    assert path.read_bytes() == b"replacement weights"
+    first, second = (r for r in s3_fault_server.requests if r.method == "GET")
+    assert first.headers["if-match"] != second.headers["if-match"]

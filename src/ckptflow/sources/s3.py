@@ -40,6 +40,8 @@ from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
 from ckptflow.config.schema import S3Source
 from ckptflow.errors import AccessDenied, Error, InvalidConfig, NotFound, StageFailed
 from ckptflow.sources.base import FetchSettings, Interrupted, ObjectInfo, SourceSpec, TransferError, Transient
+from ckptflow.sources.http import parse_content_range, parse_retry_after
+from ckptflow.sources.transfer import download
 
 __all__ = [
     "CHUNK_SIZE",
@@ -62,7 +64,6 @@ CHUNK_SIZE = 1024 * 1024
 """Bytes per read from a response body: large enough that per-chunk overhead is negligible."""
 
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _PLAIN_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s\"']+@")
 _NO_MD5_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
@@ -209,8 +210,8 @@ def body_start(content_range: str | None) -> int | None:
     """Where a response body begins: the Content-Range start, 0 without one, ``None`` when unreadable."""
     if content_range is None:
         return 0
-    match = _CONTENT_RANGE.fullmatch(content_range.strip())
-    return int(match.group(1)) if match else None
+    parsed = parse_content_range(content_range)
+    return parsed[0] if parsed is not None else None
 
 
 # --- failure translation (a table, read by one function) --------------------------------------------
@@ -296,17 +297,11 @@ def _translate_client_error(error: ClientError, identity: str) -> TransferError:
         return AccessDenied(what=identity, detail=f"{where}: {hint}" if hint else where, source=identity)
     if outcome == "transient":
         cause = f"S3 {where}: {hint}" if hint else f"S3 {where}"
-        return Transient(cause=cause, retry_after=_retry_after(metadata.get("HTTPHeaders", {})))
+        return Transient(
+            cause=cause, retry_after=parse_retry_after(metadata.get("HTTPHeaders", {}).get("retry-after"))
+        )
     message = _redact(str(details.get("Message") or "no message"))
     return StageFailed(detail=f"S3 refused the request for {identity}: {where}: {message}", source=identity)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _translate_botocore_error(error: BotoCoreError, identity: str) -> TransferError:
@@ -400,9 +395,7 @@ class S3Object:
         begins = body_start(response.get("ContentRange"))
         if begins is None:
             response["Body"].close()
-            unreadable = response["ContentRange"]
-            detail = f"S3 answered {self.identity} with an unreadable Content-Range {unreadable!r}"
-            return Failure(StageFailed(detail=detail, source=self.identity))
+            return Failure(Transient(cause=f"malformed Content-Range from {self.identity}"))
         return Success(S3Body(start=begins, stream=response["Body"], chunk_size=self.chunk_size))
 
 
@@ -462,8 +455,6 @@ def make_client(config: S3Source, settings: FetchSettings) -> Result[Any, Error]
 
 def fetch(config: S3Source, settings: FetchSettings) -> Result[Path, Error]:
     """Fetch the object ``config`` names into the cache through the engine; the verified path."""
-    from ckptflow.sources.transfer import download
-
     return make_client(config, settings).bind(
         lambda client: download(
             S3Object(client=client, bucket=config.bucket, key=config.key, version_id=config.version_id),
