@@ -64,10 +64,6 @@ class Layout:
     epoch: tuple[str, ...] = ()
     step: tuple[str, ...] = ()
 
-    @property
-    def keys(self) -> frozenset[str]:
-        return frozenset((*self.state, *self.optimizer, *self.scheduler, *self.epoch, *self.step))
-
 
 LAYOUTS: Mapping[str, Layout] = {
     "lightning": Layout(
