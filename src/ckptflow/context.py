@@ -6,12 +6,14 @@ All are frozen attrs classes; a change is ``attrs.evolve``. Tensor-holding field
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from attrs import cmp_using, evolve, field, frozen
+
+from ckptflow._tuples import ints, mappings, str_set, strs
 
 __all__ = [
     "Context",
@@ -72,7 +74,7 @@ class Event:
 class TensorSpec:
     """Shape and dtype of one model tensor; ``parameter`` is False for buffers."""
 
-    shape: tuple[int, ...] = field(converter=tuple)
+    shape: tuple[int, ...] = field(converter=ints)
     dtype: torch.dtype
     parameter: bool = True
 
@@ -86,7 +88,7 @@ class ModelSpec:
     """What a model expects, taken from it once: state-dict names → TensorSpec, and its module paths."""
 
     tensors: Mapping[str, TensorSpec]
-    modules: tuple[str, ...] = field(default=(), converter=tuple)
+    modules: tuple[str, ...] = field(default=(), converter=strs)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> ModelSpec:
@@ -113,8 +115,8 @@ class TrainingState:
 
     epoch: int | None = None
     global_step: int | None = None
-    optimizer_states: tuple[Mapping[str, Any], ...] = field(default=(), converter=tuple, eq=_tensor_tree)
-    scheduler_states: tuple[Mapping[str, Any], ...] = field(default=(), converter=tuple, eq=_tensor_tree)
+    optimizer_states: tuple[Mapping[str, Any], ...] = field(default=(), converter=mappings, eq=_tensor_tree)
+    scheduler_states: tuple[Mapping[str, Any], ...] = field(default=(), converter=mappings, eq=_tensor_tree)
     extra: Mapping[str, Any] = field(factory=dict, eq=_tensor_tree)
 
 
@@ -134,17 +136,33 @@ class FrozenModule:
     parameters: int
 
 
+def _skipped(items: Iterable[SkippedKey]) -> tuple[SkippedKey, ...]:
+    return tuple(items)
+
+
+def _frozen(items: Iterable[FrozenModule]) -> tuple[FrozenModule, ...]:
+    return tuple(items)
+
+
+def _events(items: Iterable[Event]) -> tuple[Event, ...]:
+    return tuple(items)
+
+
+def _timings(items: Iterable[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
+    return tuple(items)
+
+
 @frozen(kw_only=True)
 class LoadOptions:
     """What the caller asked for; pure stages read it from the context."""
 
     strategy: str = "weights_only"
     strict: bool | None = None
-    freeze: tuple[str, ...] = field(default=(), converter=tuple)
-    unfreeze: tuple[str, ...] = field(default=(), converter=tuple)
+    freeze: tuple[str, ...] = field(default=(), converter=strs)
+    unfreeze: tuple[str, ...] = field(default=(), converter=strs)
     assign: bool = False
     trusted: bool = False
-    allow_globals: tuple[str, ...] = field(default=(), converter=tuple)
+    allow_globals: tuple[str, ...] = field(default=(), converter=strs)
 
 
 @frozen(kw_only=True)
@@ -157,13 +175,13 @@ class LoadPlan:
 
     strategy: str
     assign: StateDict = field(factory=dict, eq=cmp_using(eq=state_equal))
-    skipped: tuple[SkippedKey, ...] = field(default=(), converter=tuple)
-    missing: tuple[str, ...] = field(default=(), converter=tuple)
-    unexpected: tuple[str, ...] = field(default=(), converter=tuple)
-    cast: tuple[str, ...] = field(default=(), converter=tuple)
-    freeze: frozenset[str] = field(default=frozenset(), converter=frozenset)
-    unfreeze: frozenset[str] = field(default=frozenset(), converter=frozenset)
-    frozen_modules: tuple[FrozenModule, ...] = field(default=(), converter=tuple)
+    skipped: tuple[SkippedKey, ...] = field(default=(), converter=_skipped)
+    missing: tuple[str, ...] = field(default=(), converter=strs)
+    unexpected: tuple[str, ...] = field(default=(), converter=strs)
+    cast: tuple[str, ...] = field(default=(), converter=strs)
+    freeze: frozenset[str] = field(default=frozenset(), converter=str_set)
+    unfreeze: frozenset[str] = field(default=frozenset(), converter=str_set)
+    frozen_modules: tuple[FrozenModule, ...] = field(default=(), converter=_frozen)
     training: TrainingState = field(factory=TrainingState)
     restore_optimizer: bool = False
     restore_scheduler: bool = False
@@ -187,8 +205,8 @@ class Context:
     options: LoadOptions = field(factory=LoadOptions)
     metadata: Mapping[str, Any] = field(factory=dict)
     digest: str | None = None
-    events: tuple[Event, ...] = field(default=(), converter=tuple)
-    timings: tuple[tuple[str, float], ...] = field(default=(), converter=tuple, eq=False)
+    events: tuple[Event, ...] = field(default=(), converter=_events)
+    timings: tuple[tuple[str, float], ...] = field(default=(), converter=_timings, eq=False)
 
     def with_event(self, name: str, stage: str | None = None, **data: Any) -> Context:
         """A copy with one more event appended."""
@@ -203,19 +221,19 @@ class LoadReport:
     source: str | None = None
     digest: str | None = None
     format: str | None = None
-    loaded: tuple[str, ...] = field(default=(), converter=tuple)
-    skipped: tuple[SkippedKey, ...] = field(default=(), converter=tuple)
-    missing: tuple[str, ...] = field(default=(), converter=tuple)
-    unexpected: tuple[str, ...] = field(default=(), converter=tuple)
-    cast: tuple[str, ...] = field(default=(), converter=tuple)
-    frozen: tuple[FrozenModule, ...] = field(default=(), converter=tuple)
+    loaded: tuple[str, ...] = field(default=(), converter=strs)
+    skipped: tuple[SkippedKey, ...] = field(default=(), converter=_skipped)
+    missing: tuple[str, ...] = field(default=(), converter=strs)
+    unexpected: tuple[str, ...] = field(default=(), converter=strs)
+    cast: tuple[str, ...] = field(default=(), converter=strs)
+    frozen: tuple[FrozenModule, ...] = field(default=(), converter=_frozen)
     frozen_parameters: int = 0
     epoch: int = 0
     global_step: int = 0
     optimizer_restored: bool = False
     scheduler_restored: bool = False
     parameters_loaded: int = 0
-    events: tuple[Event, ...] = field(default=(), converter=tuple)
+    events: tuple[Event, ...] = field(default=(), converter=_events)
     timings: Mapping[str, float] = field(factory=dict, eq=False)
 
     @property

@@ -14,6 +14,8 @@ import attrs
 from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
+from ckptflow._tuples import strs
+
 __all__ = [
     "AccessDenied",
     "CacheUnavailable",
@@ -55,7 +57,7 @@ class InvalidConfig:
     """A configuration or argument could not be accepted; ``problems`` lists each with its path."""
 
     kind: ClassVar[str] = "invalid_config"
-    problems: tuple[str, ...] = field(converter=tuple)
+    problems: tuple[str, ...] = field(converter=strs)
     source: str | None = None
     stage: str | None = None
 
@@ -160,7 +162,7 @@ class UnsafeCheckpoint:
 
     kind: ClassVar[str] = "unsafe_checkpoint"
     path: str
-    globals: tuple[str, ...] = field(converter=tuple)
+    globals: tuple[str, ...] = field(converter=strs)
     source: str | None = None
     stage: str | None = None
 
@@ -179,7 +181,7 @@ class UnknownFormat:
     """The payload is not one of the known checkpoint layouts."""
 
     kind: ClassVar[str] = "unknown_format"
-    keys: tuple[str, ...] = field(converter=tuple)
+    keys: tuple[str, ...] = field(converter=strs)
     source: str | None = None
     stage: str | None = None
 
@@ -197,9 +199,9 @@ class IncompatibleState:
     """A strict load found missing/unexpected keys or mismatched shapes, or state that cannot be restored."""
 
     kind: ClassVar[str] = "incompatible_state"
-    missing: tuple[str, ...] = field(default=(), converter=tuple)
-    unexpected: tuple[str, ...] = field(default=(), converter=tuple)
-    mismatched: tuple[str, ...] = field(default=(), converter=tuple)
+    missing: tuple[str, ...] = field(default=(), converter=strs)
+    unexpected: tuple[str, ...] = field(default=(), converter=strs)
+    mismatched: tuple[str, ...] = field(default=(), converter=strs)
     detail: str = ""
     source: str | None = None
     stage: str | None = None
@@ -225,8 +227,8 @@ class NothingMatched:
 
     kind: ClassVar[str] = "nothing_matched"
     hint: str
-    checkpoint_keys: tuple[str, ...] = field(default=(), converter=tuple)
-    model_keys: tuple[str, ...] = field(default=(), converter=tuple)
+    checkpoint_keys: tuple[str, ...] = field(default=(), converter=strs)
+    model_keys: tuple[str, ...] = field(default=(), converter=strs)
     source: str | None = None
     stage: str | None = None
 
@@ -245,7 +247,7 @@ class FreezeTargetNotFound:
 
     kind: ClassVar[str] = "freeze_target_not_found"
     target: str
-    close_matches: tuple[str, ...] = field(default=(), converter=tuple)
+    close_matches: tuple[str, ...] = field(default=(), converter=strs)
     source: str | None = None
     stage: str | None = None
 

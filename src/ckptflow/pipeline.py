@@ -58,7 +58,8 @@ def as_stage(s: StageLike, name: str | None = None) -> NamedStage:
         return s if name is None else attrs.evolve(s, name=name)
     if isinstance(s, Pipeline):
         return NamedStage(name or "pipeline", s, edge=any(x.edge for x in s.stages))
-    return NamedStage(name or getattr(s, "__name__", type(s).__name__), s)
+    label: str = name or getattr(s, "__name__", None) or type(s).__name__
+    return NamedStage(label, s)
 
 
 def stage(name: str | None = None, *, edge: bool = False) -> Callable[[Stage], NamedStage]:

@@ -6,10 +6,12 @@ Values only; structuring from mappings (cattrs, with paths for every problem) li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal, Union
 
 from attrs import field, frozen
+
+from ckptflow._tuples import strs
 
 __all__ = [
     "AzureSource",
@@ -105,6 +107,10 @@ class TransformConfig:
     args: Mapping[str, object] = field(factory=dict)
 
 
+def _transforms(items: Iterable[TransformConfig]) -> tuple[TransformConfig, ...]:
+    return tuple(items)
+
+
 @frozen(kw_only=True)
 class CheckpointConfig:
     """A complete load request: where the checkpoint is and how it meets the model."""
@@ -112,8 +118,8 @@ class CheckpointConfig:
     source: SourceConfig
     strategy: Literal["weights_only", "warm_start", "cold_start", "transfer_learning"] = "weights_only"
     strict: bool | None = None
-    freeze: tuple[str, ...] = field(default=(), converter=tuple)
-    unfreeze: tuple[str, ...] = field(default=(), converter=tuple)
-    transforms: tuple[TransformConfig, ...] = field(default=(), converter=tuple)
+    freeze: tuple[str, ...] = field(default=(), converter=strs)
+    unfreeze: tuple[str, ...] = field(default=(), converter=strs)
+    transforms: tuple[TransformConfig, ...] = field(default=(), converter=_transforms)
     cache_dir: str | None = None
     sha256: str | None = None
