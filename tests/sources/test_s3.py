@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from pathlib import Path
 from typing import Any
 
 import botocore
 import pytest
+import torch
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -24,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Result, Success
 
+from ckptflow.api import load
 from ckptflow.config.schema import S3Source
 from ckptflow.errors import AccessDenied, ChecksumMismatch, Error, InvalidConfig, NotFound, StageFailed
 from ckptflow.fetch import fetch
@@ -31,6 +34,7 @@ from ckptflow.sources import s3
 from ckptflow.sources.base import FetchSettings, Interrupted, ObjectInfo, Transient
 from ckptflow.sources.retry import RetryPolicy
 from tests.fixtures.fault_server import FaultServer
+from tests.fixtures.models import make_classifier
 from tests.fixtures.s3_server import AuthServer, S3Bucket, free_port, make_s3_client
 
 MIB = 1024 * 1024
@@ -774,3 +778,24 @@ def test_fetch_restarts_when_the_object_changes_mid_download(
     assert path.read_bytes() == b"replacement weights"
     first, second = (r for r in s3_fault_server.requests if r.method == "GET")
     assert first.headers["if-match"] != second.headers["if-match"]
+
+
+def test_a_transfer_learning_load_from_s3_skips_the_mismatched_head(
+    tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    pretrained = make_classifier(10, seed=1)
+    buffer = io.BytesIO()
+    torch.save(pretrained.state_dict(), buffer)
+    s3_bucket.put("pretrained.pt", buffer.getvalue())
+    model = make_classifier(3, seed=2)
+    report = load(
+        model,
+        s3_bucket.uri("pretrained.pt"),
+        strategy="transfer_learning",
+        cache_dir=tmp_path,
+        source_options={"s3_endpoint_url": s3_bucket.endpoint},
+    ).unwrap()
+    assert {skipped.key for skipped in report.skipped} == {"head.weight", "head.bias"}
+    assert all(skipped.reason.startswith("shape mismatch") for skipped in report.skipped)
+    encoder = {k: v for k, v in pretrained.state_dict().items() if k.startswith("encoder.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in encoder.items())
