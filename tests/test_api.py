@@ -30,7 +30,9 @@ def lightning_ckpt(tmp_path: Path) -> Path:
 
 
 def _params_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def _failure(result: object) -> object:
@@ -73,7 +75,9 @@ def test_warm_start_restores_counters_optimizer_and_scheduler(lightning_ckpt: Pa
     assert len(opt.state) == len(list(model.parameters()))
 
 
-def test_transfer_learning_into_new_head_skips_exactly_the_head_and_freezes_encoder(lightning_ckpt: Path) -> None:
+def test_transfer_learning_into_new_head_skips_exactly_the_head_and_freezes_encoder(
+    lightning_ckpt: Path,
+) -> None:
     model = Classifier(classes=3)
     before_head = model.head.weight.detach().clone()
     report = cf.unwrap(cf.load(model, lightning_ckpt, strategy="transfer_learning", freeze=["encoder"]))

@@ -30,7 +30,9 @@ def test_exit_codes_are_distinct_per_failure_kind() -> None:
     assert all(code >= 10 for code in EXIT_CODES.values())
 
 
-def test_demo_runs_end_to_end_and_prints_each_strategy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_and_prints_each_strategy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, out, _ = run(capsys, "demo", "--dir", str(tmp_path))
     assert code == 0
     for section in ("warm_start", "cold_start", "transfer_learning", "cache hit", "refused"):
@@ -91,7 +93,9 @@ def test_diff_of_two_checkpoints_loads_only_the_shared_tensor(
     assert {s["reason"] for s in d["skipped"]} == {"not in model"}
 
 
-def test_fetch_missing_file_exits_with_not_found_code(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_fetch_missing_file_exits_with_not_found_code(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, _, err = run(capsys, "fetch", str(tmp_path / "missing.ckpt"))
     assert code == EXIT_CODES["not_found"]
     assert "not found" in err

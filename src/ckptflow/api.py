@@ -145,9 +145,18 @@ def load(
 ) -> Result[LoadReport, Error]:
     """Fetch ``ref``, plan how it meets ``model`` with ``strategy``, and apply the plan (all or nothing)."""
     if isinstance(ref, CheckpointConfig):
-        return _load_config(model, ref, optimizer=optimizer, scheduler=scheduler, progress=progress,
-                            offline=offline, trusted=trusted, allow_globals=allow_globals, assign=assign,
-                            source_options=source_options)
+        return _load_config(
+            model,
+            ref,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            progress=progress,
+            offline=offline,
+            trusted=trusted,
+            allow_globals=allow_globals,
+            assign=assign,
+            source_options=source_options,
+        )
     options = LoadOptions(
         strategy=strategy,
         strict=strict,
@@ -175,7 +184,9 @@ def _apply_context(
     model: torch.nn.Module, ctx: Context, optimizer: torch.optim.Optimizer | None, scheduler: Any
 ) -> Result[LoadReport, Error]:
     if ctx.plan is None:
-        return Failure(InvalidConfig(problems=("the pipeline produced no plan (is the 'plan' stage present?)",)))
+        return Failure(
+            InvalidConfig(problems=("the pipeline produced no plan (is the 'plan' stage present?)",))
+        )
     applied = apply(model, ctx.plan, optimizer=optimizer, scheduler=scheduler)
     return applied.map(
         lambda report: attrs.evolve(
@@ -189,7 +200,9 @@ def _apply_context(
     )
 
 
-def _load_config(model: torch.nn.Module, config: CheckpointConfig, **kwargs: Any) -> Result[LoadReport, Error]:
+def _load_config(
+    model: torch.nn.Module, config: CheckpointConfig, **kwargs: Any
+) -> Result[LoadReport, Error]:
     return load(
         model,
         config.source,
@@ -204,15 +217,15 @@ def _load_config(model: torch.nn.Module, config: CheckpointConfig, **kwargs: Any
     )
 
 
-def load_from_config(
-    model: torch.nn.Module, config_mapping: Any, **kwargs: Any
-) -> Result[LoadReport, Error]:
+def load_from_config(model: torch.nn.Module, config_mapping: Any, **kwargs: Any) -> Result[LoadReport, Error]:
     """Parse a config block (mapping, YAML path or DictConfig) and load it; kwargs override the config."""
+
     def run(config: CheckpointConfig) -> Result[LoadReport, Error]:
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
         return _load_config(model, attrs.evolve(config, **overrides), **kwargs)
 
-    return parse_config(config_mapping).bind(run)
+    parsed: Result[CheckpointConfig, Error] = parse_config(config_mapping)
+    return parsed.bind(run)
 
 
 _CONFIG_FIELDS = frozenset({"strategy", "freeze", "unfreeze", "strict", "transforms", "cache_dir", "sha256"})

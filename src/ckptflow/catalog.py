@@ -30,4 +30,6 @@ def catalog() -> dict[str, Any]:
 
 
 def render_catalog(c: dict[str, Any]) -> str:
-    return "\n".join(f"{section}:\n" + "\n".join(f"  {name}" for name in names) for section, names in c.items())
+    return "\n".join(
+        f"{section}:\n" + "\n".join(f"  {name}" for name in names) for section, names in c.items()
+    )

@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
@@ -23,7 +22,9 @@ EXIT_CODES: dict[str, int] = {cls.kind: 10 + i for i, cls in enumerate(ERROR_TYP
 """Exit code per failure kind: 0 success, 2 usage error, 10+ one per kind (see ``ckptflow --help``)."""
 
 
-def _emit(result: Result[Any, Error], as_json: bool, human: Callable[[Any], str], data: Callable[[Any], Any]) -> int:
+def _emit(
+    result: Result[Any, Error], as_json: bool, human: Callable[[Any], str], data: Callable[[Any], Any]
+) -> int:
     match result:
         case Success(value):
             print(json.dumps(data(value), indent=2, default=str) if as_json else human(value))
@@ -41,7 +42,11 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from ckptflow.fetch import fetch
 
     result = fetch(
-        args.ref, cache_dir=args.cache_dir, sha256=args.sha256, offline=args.offline, verify=args.verify,
+        args.ref,
+        cache_dir=args.cache_dir,
+        sha256=args.sha256,
+        offline=args.offline,
+        verify=args.verify,
         progress=None if args.json else True,
     )
     return _emit(
@@ -62,20 +67,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_diff(args: argparse.Namespace) -> int:
     from ckptflow.inspect import diff_checkpoint, render_diff
 
-    result = diff_checkpoint(args.ref, other=args.other, model=args.model, cache_dir=args.cache_dir,
-                             strategy=args.strategy)
+    result = diff_checkpoint(
+        args.ref, other=args.other, model=args.model, cache_dir=args.cache_dir, strategy=args.strategy
+    )
     return _emit(result, args.json, render_diff, lambda d: d)
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     from ckptflow.inspect import cache_command
 
-    return _emit(cache_command(args.action, cache_dir=args.cache_dir), args.json, _render_cache, lambda d: d)
+    result = cache_command(args.action, cache_dir=args.cache_dir, older_than=args.older_than)
+    code = _emit(result, args.json, _render_cache, lambda d: d)
+    corrupt = isinstance(result, Success) and result.unwrap().get("ok") is False
+    return EXIT_CODES["checksum_mismatch"] if corrupt and code == 0 else code
 
 
 def _render_cache(data: dict[str, Any]) -> str:
     lines = [f"cache: {data['root']}"]
-    lines += [f"  {e['digest'][:16]}  {e['size']:>12,d}  {e.get('identity', '')}" for e in data.get("entries", [])]
+    lines += [
+        f"  {e['digest'][:16]}  {e['size']:>12,d}  {e.get('identity', '')}" for e in data.get("entries", [])
+    ]
     lines += [f"  {k}: {v}" for k, v in data.items() if k not in ("root", "entries")]
     return "\n".join(lines)
 
@@ -128,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = common(sub.add_parser("cache", help="list, verify or prune the cache"))
     c.add_argument("action", choices=("ls", "verify", "prune"))
+    c.add_argument(
+        "--older-than", type=float, default=None, help="prune: partial downloads older than S seconds"
+    )
     c.set_defaults(run=_cmd_cache)
 
     m = sub.add_parser("demo", help="end-to-end demo on local files and a temp cache")

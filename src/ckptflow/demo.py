@@ -34,7 +34,9 @@ class Classifier(torch.nn.Module):
 
     def __init__(self, classes: int = 10, width: int = 32) -> None:
         super().__init__()
-        self.encoder = torch.nn.Sequential(torch.nn.Linear(16, width), torch.nn.ReLU(), torch.nn.Linear(width, width))
+        self.encoder = torch.nn.Sequential(
+            torch.nn.Linear(16, width), torch.nn.ReLU(), torch.nn.Linear(width, width)
+        )
         self.norm = torch.nn.LayerNorm(width)
         self.head = torch.nn.Linear(width, classes)
 
@@ -49,7 +51,8 @@ def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, steps
         x = torch.randn(8, 16, generator=gen)
         y = torch.randint(0, 10, (8,), generator=gen)
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         sched.step()
 
@@ -103,7 +106,7 @@ def _serve(directory: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return None
 
 
@@ -131,19 +134,23 @@ def _run(root: Path) -> Result[dict[str, Any], Error]:
         url = f"{base}/{ckpt.name}"
         first = fetch(url, cache_dir=cache, progress=False)
         second = fetch(url, cache_dir=cache, progress=False)
+        model = Classifier()
+        opt, sched = _training_objects(model)
+        warm = load(
+            model, url, strategy="warm_start", optimizer=opt, scheduler=sched, cache_dir=cache, progress=False
+        )
     match first, second:
         case Success(p1), Success(p2):
-            text.append(_section("fetch over HTTP twice", f"first: {p1}\nsecond: {p2} (cache hit: same blob)"))
+            text.append(
+                _section("fetch over HTTP twice", f"first: {p1}\nsecond: {p2} (cache hit: same blob)")
+            )
         case Failure(err), _:
             return Failure(err)
         case _, Failure(err):
             return Failure(err)
 
-    model = Classifier()
-    opt, sched = _training_objects(model)
     steps: list[tuple[str, Result[LoadReport, Error]]] = [
-        ("warm_start: exact resume", load(model, url, strategy="warm_start", optimizer=opt, scheduler=sched,
-                                          cache_dir=cache, progress=False)),
+        ("warm_start: exact resume from the cached HTTP copy", warm),
         ("cold_start: pretrained weights, counters reset", load(Classifier(), ckpt, strategy="cold_start")),
         (
             "transfer_learning: new 3-class head, encoder frozen",
@@ -157,7 +164,10 @@ def _run(root: Path) -> Result[dict[str, Any], Error]:
                 reports[title.split(":")[0]] = report_as_dict(report)
             case Failure(err):
                 return Failure(err)
-    same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
     text.append(f"\nresumed weights identical to the trained model: {same}")
 
     evil = root / "files" / "evil.pt"
@@ -165,7 +175,9 @@ def _run(root: Path) -> Result[dict[str, Any], Error]:
     refused = load(Classifier(), evil)
     match refused:
         case Failure(err):
-            text.append(_section("a pickle that runs a shell command", f"refused ({err.kind}): {err.message}"))
+            text.append(
+                _section("a pickle that runs a shell command", f"refused ({err.kind}): {err.message}")
+            )
             reports["unsafe"] = {"error": err.kind, "message": err.message}
         case Success(_):
             text.append(_section("a pickle that runs a shell command", "UNEXPECTEDLY LOADED"))

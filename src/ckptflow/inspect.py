@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from returns.result import Failure, Result, Success
 
+from ckptflow import cache as cache_edge
 from ckptflow.api import _blob_digest, fetch_stage, plan_load
 from ckptflow.context import Context, LoadOptions, ModelSpec
 from ckptflow.errors import Error, InvalidConfig
@@ -23,6 +24,7 @@ from ckptflow.pipeline import pipeline
 from ckptflow.stages.formats import FORMAT_STAGES
 
 __all__ = [
+    "cache_command",
     "describe_checkpoint",
     "diff_checkpoint",
     "module_tree",
@@ -62,8 +64,12 @@ def module_tree(shapes: Mapping[str, tuple[tuple[int, ...], str]], depth: int = 
             numel[prefix] += count
             dtypes.setdefault(prefix, set()).add(dtype)
     return [
-        {"module": m or "(root)", "depth": 0 if not m else m.count(".") + 1, "numel": numel[m],
-         "dtypes": sorted(dtypes[m])}
+        {
+            "module": m or "(root)",
+            "depth": 0 if not m else m.count(".") + 1,
+            "numel": numel[m],
+            "dtypes": sorted(dtypes[m]),
+        }
         for m in sorted(numel)
     ]
 
@@ -75,8 +81,11 @@ def describe_checkpoint(
 
     def describe(ctx: Context) -> dict[str, Any]:
         state = ctx.state or {}
-        shapes = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()
-                  if isinstance(v, torch.Tensor)}
+        shapes = {
+            k: (tuple(v.shape), str(v.dtype).removeprefix("torch."))
+            for k, v in state.items()
+            if isinstance(v, torch.Tensor)
+        }
         path = ctx.path or Path(ref)
         training = ctx.training
         return {
@@ -110,7 +119,7 @@ def render_description(d: Mapping[str, Any], *, keys: bool = False) -> str:
         f"  size        {d['size']:,d} bytes",
         f"  sha256      {d['sha256']}",
         f"  tensors     {d['tensors']:,d}   parameters {d['parameters']:,d}",
-        f"  dtypes      {', '.join(f'{k}×{v}' for k, v in d['dtypes'].items())}",
+        f"  dtypes      {', '.join(f'{k}:{v}' for k, v in d['dtypes'].items())}",
         f"  training    epoch={t['epoch']} step={t['global_step']} "
         f"optimizers={t['optimizer_states']} schedulers={t['scheduler_states']}",
     ]
@@ -138,7 +147,9 @@ def _model_spec(factory: str) -> Result[ModelSpec, Error]:
         return Failure(InvalidConfig(problems=(f"--model {factory!r}: cannot import {module_name} ({exc})",)))
     make = getattr(module, attr, None)
     if not callable(make):
-        return Failure(InvalidConfig(problems=(f"--model {factory!r}: {attr} is not a callable in {module_name}",)))
+        return Failure(
+            InvalidConfig(problems=(f"--model {factory!r}: {attr} is not a callable in {module_name}",))
+        )
     model = make()
     if not isinstance(model, torch.nn.Module):
         return Failure(InvalidConfig(problems=(f"--model {factory!r}: returned {type(model).__name__}",)))
@@ -191,3 +202,49 @@ def render_diff(d: Mapping[str, Any]) -> str:
     if d["cast"]:
         lines.append(f"  cast                {len(d['cast'])}: " + ", ".join(d["cast"][:10]))
     return "\n".join(lines)
+
+
+def cache_command(
+    action: str, *, cache_dir: str | Path | None = None, older_than: float | None = None
+) -> Result[dict[str, Any], Error]:
+    """``ckptflow cache ls|verify|prune`` as data: entries, a verify report, or what prune removed."""
+    root = Path(cache_dir) if cache_dir else cache_edge.default_cache_dir()
+
+    def run(cache: cache_edge.Cache) -> Result[dict[str, Any], Error]:
+        listed = [
+            {
+                "identity": e.identity,
+                "version": e.version,
+                "digest": e.sha256,
+                "size": e.size,
+                "present": e.present,
+                "path": str(e.path),
+            }
+            for e in cache_edge.entries(cache)
+        ]
+        base: dict[str, Any] = {"root": str(cache.root), "entries": listed}
+        if action == "verify":
+            return cache_edge.verify(cache).map(
+                lambda r: {
+                    **base,
+                    "checked": r.checked,
+                    "ok": r.ok,
+                    "corrupt": [str(p) for p in r.corrupt],
+                    "dangling": list(r.dangling),
+                }
+            )
+        if action == "prune":
+            pruned = (
+                cache_edge.prune(cache) if older_than is None else cache_edge.prune(cache, tmp_age=older_than)
+            )
+            return pruned.map(
+                lambda r: {
+                    "root": str(cache.root),
+                    "entries": [],
+                    "freed": r.freed,
+                    "removed": [str(p) for p in (*r.parts, *r.blobs, *r.refs, *r.locks)],
+                }
+            )
+        return Success(base)
+
+    return cache_edge.open_cache(root).bind(run)

@@ -126,7 +126,7 @@ def sniff(path: Path) -> Result[CheckpointFile, Error]:
         return Failure(NotFound(what=str(path), hint="check the path, or fetch the checkpoint first"))
     except IsADirectoryError:
         problem = f"path: {path} is a directory; give the checkpoint file inside it"
-        return Failure(InvalidConfig(problems=(problem,)))  # type: ignore[arg-type]  # attrs converter=tuple
+        return Failure(InvalidConfig(problems=(problem,)))
     except PermissionError:
         return Failure(AccessDenied(what=str(path), detail="this user may not read the file"))
     except OSError as err:
@@ -147,7 +147,7 @@ def _resolve_global(name: str) -> Result[object, Error]:
         except AttributeError:
             break
     problem = f"allow_globals: cannot import {name!r}; name it as 'package.module.Name'"
-    return Failure(InvalidConfig(problems=(problem,)))  # type: ignore[arg-type]  # attrs converter=tuple
+    return Failure(InvalidConfig(problems=(problem,)))
 
 
 def _resolve_globals(names: Sequence[str | object]) -> Result[list[Any], Error]:
@@ -179,7 +179,7 @@ def _python3_name(name: str) -> str:
 
 def _refused(path: Path, names: list[str]) -> Error:
     named = sorted({_python3_name(n) for n in names})
-    return UnsafeCheckpoint(path=str(path), globals=named)  # type: ignore[arg-type]  # attrs converter=tuple
+    return UnsafeCheckpoint(path=str(path), globals=named)
 
 
 def _unpickling_failure(path: Path, text: str, *, trusted: bool) -> Error:

@@ -124,7 +124,7 @@ def jsonable(value: object) -> Any:
 def _unknown(raw: object) -> Failure[Error]:
     """``UnknownFormat`` listing the payload's top-level keys (or its type when it is not a mapping)."""
     keys = [str(k) for k in raw] if isinstance(raw, Mapping) else [f"<{type(raw).__name__}, not a mapping>"]
-    return Failure(UnknownFormat(keys=keys))  # type: ignore[arg-type]  # attrs converter=tuple typing
+    return Failure(UnknownFormat(keys=keys))
 
 
 def _is_lightning(raw: Mapping[Any, Any]) -> bool:
@@ -200,8 +200,8 @@ def _take_apart(raw: Mapping[Any, Any], layout: Layout) -> Extracted:
     training = TrainingState(
         epoch=_as_count(raw[epoch_key]) if epoch_key else None,
         global_step=_as_count(raw[step_key]) if step_key else None,
-        optimizer_states=_states(raw[optimizer_key]) if optimizer_key else (),  # type: ignore[arg-type]
-        scheduler_states=_states(raw[scheduler_key]) if scheduler_key else (),  # type: ignore[arg-type]
+        optimizer_states=_states(raw[optimizer_key]) if optimizer_key else (),
+        scheduler_states=_states(raw[scheduler_key]) if scheduler_key else (),
         extra=rest,
     )
     metadata = {k: jsonable(v) for k, v in rest.items() if not _has_tensor(v)}
@@ -244,7 +244,7 @@ def extract(raw: object, fmt: str) -> Result[Extracted, Error]:
     if extractor is None:
         known = ", ".join(FORMATS)
         problem = f"format: unknown {fmt!r}; use one of {known}"
-        return Failure(InvalidConfig(problems=(problem,)))  # type: ignore[arg-type]  # attrs converter=tuple
+        return Failure(InvalidConfig(problems=(problem,)))
     return extractor(raw)
 
 

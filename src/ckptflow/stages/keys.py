@@ -68,7 +68,7 @@ DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
 
 
 def _invalid(*problems: str) -> Failure[Error]:
-    return Failure(InvalidConfig(problems=problems))  # type: ignore[arg-type]  # attrs converter=tuple typing
+    return Failure(InvalidConfig(problems=problems))
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
