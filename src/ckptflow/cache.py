@@ -507,6 +507,7 @@ def prune(
     try:
         refs: list[Path] = []
         live: set[str] = set()
+        released: set[str] = set()
         for path, ref in _all_refs(cache):
             gone = ref is None or ref.identity in dropped or ref.sha256 in dropped
             if ref is not None and not gone and _present(cache, ref) is None:
@@ -514,12 +515,14 @@ def prune(
             if gone:
                 refs.append(path)
                 path.unlink(missing_ok=True)
+                if ref is not None:
+                    released.add(ref.sha256)
             elif ref is not None:
                 live.add(ref.sha256)
         blobs = [
             p
             for p in _blobs(cache)
-            if p.name not in live and (p.name in dropped or _older(p, _REF_GRACE, clock))
+            if p.name not in live and (p.name in dropped | released or _older(p, _REF_GRACE, clock))
         ]
         parts = [p for p in sorted(cache.tmp.iterdir()) if p.is_file() and _older(p, tmp_age, clock)]
         locks = [p for p in sorted(cache.locks.glob("*.lock")) if _lock_stale_at(p, clock, tmp_age)]
