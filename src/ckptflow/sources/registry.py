@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from returns.result import Failure, Result, Success
 
-from ckptflow.config.schema import SourceConfig
+from ckptflow.config.schema import LocalSource, SourceConfig
 from ckptflow.errors import Error, InvalidConfig
 from ckptflow.sources.base import SourceSpec
 
@@ -136,9 +136,8 @@ def _from_uri(ref: str) -> Result[tuple[SourceSpec, SourceConfig], Error]:
 def resolve(ref: str | Path | SourceConfig) -> Result[tuple[SourceSpec, SourceConfig], Error]:
     """The source for a reference and its config: a path, a URI, or an already-built source config."""
     if isinstance(ref, Path):
-        return get_source("local").bind(
-            lambda spec: spec.from_uri(str(ref)).map(lambda config: (spec, config))
-        )
+        local: SourceConfig = LocalSource(path=str(ref))
+        return get_source("local").map(lambda spec: (spec, local))
     if isinstance(ref, str):
         if not ref.strip():
             return Failure(InvalidConfig(problems=("the checkpoint reference is empty",)))
