@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +372,28 @@ def test_downloads_stay_inside_the_cache_and_leave_no_scratch_files(
     )
     assert list(Path.cwd().iterdir()) == []
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_progress_callback_sees_the_start_and_the_whole_file(mlflow_run: MlflowRun, tmp_path: Path) -> None:
+    seen: list[tuple[int, int | None]] = []
+    fetch(
+        run_source(mlflow_run, mlflow_run.file),
+        settings_for(tmp_path, progress=lambda d, t: seen.append((d, t))),
+    )
+    size = len(mlflow_run.file_bytes)
+    assert seen == [(0, size), (size, size)]
+
+
+def test_concurrent_fetches_share_the_bounds_and_restore_the_environment(
+    mlflow_run: MlflowRun, tmp_path: Path
+) -> None:
+    paths = [mlflow_run.file, mlflow_run.single_dir, mlflow_run.single_checkpoint, "modle.ckpt"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(lambda p: fetch(run_source(mlflow_run, p), settings_for(tmp_path / p)), paths)
+        )
+    assert [type(r) for r in results] == [Success, Success, Success, Failure]
+    assert not any(name in os.environ for name in (*HTTP_ENV, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"))
 
 
 # --- offline ----------------------------------------------------------------------------------------

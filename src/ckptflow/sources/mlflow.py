@@ -59,8 +59,9 @@ from ckptflow.errors import (
     NotFound,
     StageFailed,
 )
-from ckptflow.sources.base import FetchSettings, SourceSpec
+from ckptflow.sources.base import FetchSettings, Progress, SourceSpec
 from ckptflow.sources.http import redact_url, scrub, secrets_of, url_identity
+from ckptflow.sources.progress import progress_sink
 from ckptflow.sources.transfer import _event, _hit, _offline, is_offline
 
 __all__ = [
@@ -149,7 +150,7 @@ def run_identity(run_id: str, path: str) -> str:
 
 def model_identity(tracking_uri: str, name: str, ref: str) -> str:
     """The cache identity of a model reference; model names are per server, so the server is part of it."""
-    return f"mlflow:{url_identity(tracking_uri)}/models:/{name}/{ref}"
+    return f"mlflow:{url_identity(tracking_uri).rstrip('/')}/models:/{name}/{ref}"
 
 
 def target_of(source: MlflowSource) -> RunArtifact | ModelRef:
@@ -198,13 +199,13 @@ def choose_checkpoint(where: str, names: Sequence[str]) -> Result[str, Error]:
 
 
 def http_bounds(settings: FetchSettings) -> dict[str, str]:
-    """MLflow's HTTP settings for one fetch: few retries, short backoff, the fetch's timeout, progress bar."""
+    """MLflow's settings for one fetch: few retries, short backoff, the fetch's timeout, no file-count bar."""
     retries = int(settings.options.get("mlflow_max_retries", DEFAULT_MAX_RETRIES))
     return {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max(0, retries)),
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(settings.timeout))),
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true" if settings.progress is True else "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
 
@@ -287,6 +288,7 @@ class _Session:
     registry_uri: str
     attempts: int
     secrets: tuple[str, ...]
+    progress: Progress | bool | None = None
 
     def call(self, what: str, action: Callable[[], T]) -> Result[T, Error]:
         """Run one MLflow client call, translating the library's exceptions into failure values."""
@@ -295,14 +297,25 @@ class _Session:
         except (MlflowException, requests.RequestException) as exc:
             return Failure(translate_error(exc, what, attempts=self.attempts, secrets=self.secrets))
 
-    def download(self, what: str, cache: Cache, action: Callable[[], str]) -> Result[Path, Error]:
-        """Run one MLflow download into the cache's tmp/; a failed local write means the cache is unusable."""
+    def download(
+        self, what: str, cache: Cache, size: int | None, action: Callable[[], str]
+    ) -> Result[Path, Error]:
+        """Run one MLflow download into the cache's tmp/, reporting progress at its start and end.
+
+        A failed local write there means the cache is unusable.
+        """
+        sink = progress_sink(self.progress, what)
         try:
-            return self.call(what, lambda: Path(action()))
+            sink.update(0, size)
+            result = self.call(what, lambda: Path(action()))
+            if isinstance(result, Success) and result.unwrap().is_file():
+                sink.update(result.unwrap().stat().st_size, size)
+            return result
         except OSError as exc:
-            return Failure(
-                CacheUnavailable(directory=str(cache.root), detail=exc.strerror or type(exc).__name__)
-            )
+            detail = exc.strerror or type(exc).__name__
+            return Failure(CacheUnavailable(directory=str(cache.root), detail=detail))
+        finally:
+            sink.close()
 
 
 def _secrets(tracking_uri: str) -> tuple[str, ...]:
@@ -404,7 +417,10 @@ def _download_run(
             _event("fetch.start", run.identity, file=path, size=size)
             with _scratch(cache) as scratch:
                 local = session.download(
-                    what, cache, lambda: session.client.download_artifacts(run.run_id, path, str(scratch))
+                    what,
+                    cache,
+                    size,
+                    lambda: session.client.download_artifacts(run.run_id, path, str(scratch)),
                 )
                 placed = (
                     local.bind(lambda p: _downloaded(p, size, what, session.attempts))
@@ -474,6 +490,7 @@ def _download_model_version(
                 session.download(
                     what,
                     cache,
+                    size,
                     lambda: mlflow.artifacts.download_artifacts(
                         artifact_uri=uri, dst_path=str(scratch), tracking_uri=session.tracking_uri
                     ),
@@ -547,6 +564,7 @@ def _online(
                 registry_uri=registry_uri,
                 attempts=attempts,
                 secrets=secrets,
+                progress=settings.progress,
             )
             if isinstance(target, RunArtifact):
                 return _download_run(session, cache, target, settings, sha)
