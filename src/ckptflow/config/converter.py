@@ -69,8 +69,6 @@ SOURCE_TYPES: Mapping[str, type[Any]] = {
 }
 """The ``type`` tag of each source config class."""
 
-STRATEGIES: tuple[str, ...] = get_args(attrs.fields(CheckpointConfig).strategy.type)
-
 
 class _Invalid(Exception):
     """Raised by this module's hooks: one or more problems found at the value being structured."""
@@ -161,8 +159,7 @@ def mlflow_problems(source: MlflowSource) -> tuple[Problem, ...]:
 
 def _invalid(problems: Iterable[Problem]) -> InvalidConfig:
     lines = tuple(f"{p}: {m}" if p else m for p, m in problems)
-    # mypy's attrs plugin cannot solve ``field(converter=tuple)`` (errors.py); the value is a tuple[str, ...].
-    return InvalidConfig(problems=lines)  # type: ignore[arg-type]
+    return InvalidConfig(problems=lines)
 
 
 def validate_mlflow(source: MlflowSource) -> Result[MlflowSource, InvalidConfig]:

@@ -191,15 +191,15 @@ def migrate_legacy(old: Mapping[str, Any]) -> Result[Migration, Error]:
     if path is None:
         return Success(_nothing_to_load(old))
     strategy, decided_by = _strategy(old)
-    config = CheckpointConfig(source=LocalSource(path=path), strategy=strategy, freeze=_freeze(old))  # type: ignore[arg-type]
+    strategy_name: Any = strategy  # one of the schema's Literal strategy names, chosen by _strategy
+    config = CheckpointConfig(source=LocalSource(path=path), strategy=strategy_name, freeze=_freeze(old))
     derived = explicit is None
     notes = _notes(old, path, derived, strategy, decided_by)
     return Success(Migration(config=config, notes=notes, derived=(path,) if derived else ()))
 
 
 def _invalid(problems: tuple[str, ...]) -> InvalidConfig:
-    # mypy's attrs plugin cannot solve ``field(converter=tuple)`` (errors.py); this is a tuple[str, ...].
-    return InvalidConfig(problems=problems, stage="migrate_legacy")  # type: ignore[arg-type]
+    return InvalidConfig(problems=problems, stage="migrate_legacy")
 
 
 def check_migrated_paths(migration: Migration) -> Result[Migration, NotFound]:

@@ -107,8 +107,7 @@ _MAX_DETAIL = 400
 
 
 def _invalid(*problems: str) -> InvalidConfig:
-    # mypy's attrs plugin cannot solve ``field(converter=tuple)`` (errors.py); this is a tuple[str, ...].
-    return InvalidConfig(problems=problems)  # type: ignore[arg-type]
+    return InvalidConfig(problems=problems)
 
 
 # --- what is asked for (pure) -----------------------------------------------------------------------
