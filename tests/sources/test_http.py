@@ -32,6 +32,7 @@ from ckptflow.sources.http import (
     url_identity,
 )
 from ckptflow.sources.retry import RetryPolicy
+from tests.fixtures.fault_server import Faults
 
 TOKEN = "Bearer s3cr3t-t0ken-value"
 SIGNED = "https://host.example/ckpt.pt?X-Amz-Signature=deadbeefcafe&X-Amz-Expires=60&part=2"
@@ -356,3 +357,11 @@ def test_fetch_result_is_the_servers_bytes(http_server, tmp_path):
     data = hashlib.sha256(b"seed").digest() * 1000
     url = http_server.put("w.pt", data)
     assert SOURCE.fetch(HttpSource(url=url), settings_for(tmp_path)).unwrap().read_bytes() == data
+
+
+def test_the_fetch_timeout_applies_when_the_config_sets_none(http_server, tmp_path):
+    url = http_server.put("slow.pt", b"x" * 200_000)
+    http_server.faults = Faults(delay=1.0)
+    failure = SOURCE.fetch(HttpSource(url=url), settings_for(tmp_path, timeout=0.2)).failure()
+    assert isinstance(failure, NetworkError)
+    assert "Timeout" in failure.cause

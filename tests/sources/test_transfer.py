@@ -18,6 +18,7 @@ from ckptflow.cache import Cache, blob_path, lookup, open_cache, part_path
 from ckptflow.errors import CacheUnavailable, ChecksumMismatch, NetworkError, NotFound
 from ckptflow.sources.base import FetchSettings, ObjectInfo
 from ckptflow.sources.http import HttpObject, info_from_headers, url_identity
+from ckptflow.sources.progress import progress_sink
 from ckptflow.sources.retry import RetryPolicy
 from ckptflow.sources.transfer import download
 from tests.fixtures.fault_server import Faults, FaultServer
@@ -338,3 +339,35 @@ def test_a_part_held_by_another_writer_is_not_shared(http_server, client, cache_
         other.flush()
         path = download(obj_for(client, url), settings(cache_dir)).unwrap()
     assert path.read_bytes() == DATA
+
+
+def test_progress_sink_wraps_a_callback_so_reports_never_go_backwards():
+    seen: list[tuple[int, int | None]] = []
+    sink = progress_sink(lambda done, total: seen.append((done, total)), "x")
+    for done in (5, 3, 5, 7):
+        sink.update(done, 10)
+    assert seen == [(5, 10), (7, 10)]
+
+
+def test_progress_true_draws_a_bar_on_stderr(capsys):
+    sink = progress_sink(True, "ckpt.pt")
+    sink.update(512, 1024)
+    sink.close()
+    assert "ckpt.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", [None, False])
+def test_no_bar_is_drawn_when_stderr_is_not_a_terminal_or_progress_is_off(capsys, setting):
+    sink = progress_sink(setting, "ckpt.pt")
+    sink.update(512, 1024)
+    sink.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_server_too_slow_for_the_timeout_is_a_network_error(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    http_server.faults = Faults(delay=1.0)
+    with httpx.Client(timeout=0.2) as impatient:
+        failure = download(obj_for(impatient, url), settings(cache_dir)).failure()
+    assert isinstance(failure, NetworkError)
+    assert "Timeout" in failure.cause

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import attrs
 import httpx
 from attrs import field, frozen
 from returns.result import Failure, Result, Success
@@ -352,9 +353,16 @@ def http_from_uri(uri: str) -> Result[HttpSource, Error]:
     return Success(HttpSource(url=uri))
 
 
+_DEFAULT_TIMEOUT = attrs.fields(HttpSource).timeout.default
+
+
 def fetch_http(config: HttpSource, settings: FetchSettings) -> Result[Path, Error]:
-    """Download ``config.url`` into the cache (or resolve it from the cache) and return the blob path."""
-    with http_client(settings, timeout=config.timeout) as client:
+    """Download ``config.url`` into the cache (or resolve it from the cache) and return the blob path.
+
+    The timeout is the config's when it sets one, else ``settings.timeout``.
+    """
+    timeout = settings.timeout if config.timeout == _DEFAULT_TIMEOUT else config.timeout
+    with http_client(settings, timeout=timeout) as client:
         obj = HttpObject(
             client=client, url=config.url, identity=url_identity(config.url), headers=config.headers
         )

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import attrs
 from returns.result import Failure, Result, Success
 
 from ckptflow.cache import (
@@ -392,8 +393,9 @@ def download(
 ) -> Result[Path, Error]:
     """Get ``obj`` into the cache at ``settings.cache_dir`` (or find it there) and return the blob's path.
 
-    ``identity`` (default: ``obj.identity`` when the object has one) lets offline mode resolve from the
-    cache without a request; ``policy`` overrides ``settings.options["retry"]``.
+    ``identity`` (default: ``obj.identity`` when the object has one) keys the cache, so offline mode can
+    resolve from it without a request; without one, the identity ``stat`` reports is used and offline
+    mode cannot resolve. ``policy`` overrides ``settings.options["retry"]``.
     """
     sha256 = settings.sha256.strip().lower() if settings.sha256 else None
     if sha256 is not None and not is_sha256(sha256):
@@ -417,6 +419,7 @@ def download(
                 "fetch.retry", name or "?", attempt=n, cause=failure.cause, delay=round(delay, 3)
             ),
         )
-        return stat.bind(lambda info: _online(cache, obj, info, settings, retry, sha256))
+        keyed = stat.map(lambda info: info if name is None else attrs.evolve(info, identity=name))
+        return keyed.bind(lambda info: _online(cache, obj, info, settings, retry, sha256))
 
     return open_cache(settings.cache_dir).bind(run)
