@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
@@ -139,11 +140,8 @@ def test_stat_maps_a_successful_head_to_object_info():
 
 
 def test_stat_of_a_missing_object_is_not_found():
-    assert obj_result(404) == Failure(NotFound(what="http://h/x.pt", source="http://h/x.pt"))
-
-
-def obj_result(status: int):
-    return mock_object(lambda r: httpx.Response(status)).stat()
+    result = mock_object(lambda r: httpx.Response(404)).stat()
+    assert result == Failure(NotFound(what="http://h/x.pt", source="http://h/x.pt"))
 
 
 def test_stat_connection_failure_is_transient():
@@ -337,20 +335,18 @@ def test_a_signed_url_never_reaches_a_failure_message(http_server, tmp_path):
     assert "verysecretsig" not in failure.message and "verysecretsig" not in repr(failure)
 
 
+@pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_a_connection_refused_is_retried_then_a_network_error(tmp_path, unused_port):
     url = f"http://127.0.0.1:{unused_port}/x.pt"
     failure = SOURCE.fetch(HttpSource(url=url), settings_for(tmp_path)).failure()
     assert isinstance(failure, NetworkError)
     assert failure.attempts == RetryPolicy().attempts
-
-
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_fetch_result_is_the_servers_bytes(http_server, tmp_path):

@@ -371,3 +371,12 @@ def test_a_server_too_slow_for_the_timeout_is_a_network_error(http_server, clien
         failure = download(obj_for(impatient, url), settings(cache_dir)).failure()
     assert isinstance(failure, NetworkError)
     assert "Timeout" in failure.cause
+
+
+def test_a_part_file_that_cannot_be_written_is_cache_unavailable(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    info = obj_for(client, url).stat().unwrap()
+    part_path(cache_of(cache_dir), info.identity, info.version).mkdir()
+    failure = download(obj_for(client, url), settings(cache_dir)).failure()
+    assert isinstance(failure, CacheUnavailable)
+    assert blobs(cache_dir) == []

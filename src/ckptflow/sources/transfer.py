@@ -185,7 +185,7 @@ class _Transfer:
         try:
             self.file, self.path, shared = _open_part(part_path(self.cache, self.identity, self.info.version))
         except OSError as exc:
-            return Failure(CacheUnavailable(directory=str(self.cache.root), detail=exc.strerror or str(exc)))
+            return self._unwritable(exc)
         try:
             start = action.offset if isinstance(action, Resume) and shared else 0
             self._reset(start)
@@ -200,11 +200,17 @@ class _Transfer:
                 on_retry=self._on_retry,
             )
             return result.bind(self._finish)
+        except OSError as exc:  # the part file could not be written (disk full, permissions)
+            return self._unwritable(exc)
         finally:
             self.file.close()
             self.sink.close()
             if not shared:
                 self.path.unlink(missing_ok=True)
+
+    def _unwritable(self, exc: OSError) -> Result[Path, Error]:
+        detail = exc.strerror or type(exc).__name__
+        return Failure(CacheUnavailable(directory=str(self.cache.root), detail=detail, source=self.identity))
 
     def _reset(self, start: int) -> None:
         """Keep the first ``start`` bytes of the part and re-hash them."""
