@@ -380,3 +380,14 @@ def test_a_part_file_that_cannot_be_written_is_cache_unavailable(http_server, cl
     failure = download(obj_for(client, url), settings(cache_dir)).failure()
     assert isinstance(failure, CacheUnavailable)
     assert blobs(cache_dir) == []
+
+
+def test_a_stale_part_from_an_earlier_run_that_fails_verification_is_downloaded_afresh(
+    http_server, client, cache_dir
+):
+    url = http_server.put("w.pt", DATA)
+    info = obj_for(client, url).stat().unwrap()
+    part_path(cache_of(cache_dir), info.identity, info.version).write_bytes(b"\0" * 1_000_000)
+    path = download(obj_for(client, url), settings(cache_dir, sha256=DIGEST)).unwrap()
+    assert path.read_bytes() == DATA
+    assert [r.range for r in http_server.requests if r.method == "GET"] == ["bytes=1000000-", None]

@@ -175,6 +175,7 @@ class _Transfer:
         self.offset = 0
         self.mark = 0
         self.retrying = False
+        self.inherited = False
         self.sink = progress_sink(settings.progress, info.identity)
 
     def run(self) -> Result[Path, Error]:
@@ -189,17 +190,11 @@ class _Transfer:
         try:
             start = action.offset if isinstance(action, Resume) and shared else 0
             self._reset(start)
+            self.inherited = self.offset > 0
             _event("fetch.started", self.identity, size=self.info.size, version=self.info.version)
             if self.offset:
                 _event("fetch.resumed", self.identity, offset=self.offset)
-            result = with_retries(
-                self._attempt,
-                self.policy,
-                what=self.identity,
-                progressed=lambda: self.offset > self.mark,
-                on_retry=self._on_retry,
-            )
-            return result.bind(self._finish)
+            return self._download()
         except OSError as exc:  # the part file could not be written (disk full, permissions)
             return self._unwritable(exc)
         finally:
@@ -207,6 +202,16 @@ class _Transfer:
             self.sink.close()
             if not shared:
                 self.path.unlink(missing_ok=True)
+
+    def _download(self) -> Result[Path, Error]:
+        result = with_retries(
+            self._attempt,
+            self.policy,
+            what=self.identity,
+            progressed=lambda: self.offset > self.mark,
+            on_retry=self._on_retry,
+        )
+        return result.bind(self._finish)
 
     def _unwritable(self, exc: OSError) -> Result[Path, Error]:
         detail = exc.strerror or type(exc).__name__
@@ -237,7 +242,7 @@ class _Transfer:
 
         def compare(fresh: ObjectInfo) -> None:
             changed = (fresh.version, fresh.size) != (self.info.version, self.info.size)
-            self.info = fresh
+            self.info = attrs.evolve(fresh, identity=self.identity)
             if changed or not _resumable(fresh):
                 self._reset(0)
 
@@ -265,7 +270,7 @@ class _Transfer:
             _event("fetch.restarted", self.identity, held=self.offset, start=body.start)
             fresh = self.obj.stat()
             if isinstance(fresh, Success):
-                self.info = fresh.unwrap()
+                self.info = attrs.evolve(fresh.unwrap(), identity=self.identity)
             self._reset(body.start)
         return Success(None)
 
@@ -296,30 +301,36 @@ class _Transfer:
         self.file.close()
         self.path.unlink(missing_ok=True)
 
+    def _mismatch(self, actual: str) -> ChecksumMismatch | None:
+        """The expected sha256 if given, else the store's own checksums, against what was received."""
+        if self.sha256 is not None:
+            if actual == self.sha256:
+                return None
+            return ChecksumMismatch(
+                what=self.identity, expected=self.sha256, actual=actual, source=self.identity
+            )
+        wrong = self.digests.mismatch(self.info)
+        if wrong is None:
+            return None
+        algorithm, expected, got = wrong
+        return ChecksumMismatch(
+            what=self.identity, expected=expected, actual=got, algorithm=algorithm, source=self.identity
+        )
+
     def _finish(self, _: None) -> Result[Path, Error]:
+        """Verify, then place. A part inherited from an earlier run that fails gets one fresh download."""
         self.file.flush()
         os.fsync(self.file.fileno())
         actual = self.digests.sha256.hexdigest()
-        if self.sha256 is not None and actual != self.sha256:
-            self._discard()
-            return Failure(
-                ChecksumMismatch(
-                    what=self.identity, expected=self.sha256, actual=actual, source=self.identity
-                )
-            )
-        wrong = None if self.sha256 is not None else self.digests.mismatch(self.info)
+        wrong = self._mismatch(actual)
+        if wrong is not None and self.inherited:
+            self.inherited = False
+            _event("fetch.restarted", self.identity, reason="the resumed part did not verify")
+            self._reset(0)
+            return self._download()
         if wrong is not None:
             self._discard()
-            algorithm, expected, got = wrong
-            return Failure(
-                ChecksumMismatch(
-                    what=self.identity,
-                    expected=expected,
-                    actual=got,
-                    algorithm=algorithm,
-                    source=self.identity,
-                )
-            )
+            return Failure(wrong)
         placed = admit(
             self.cache, self.path, sha256=actual, identity=self.identity, version=self.info.version, move=True
         )
