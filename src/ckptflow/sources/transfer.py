@@ -63,7 +63,7 @@ except ImportError:  # optional: crc32c checksums are then not verified
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["download", "is_offline", "log"]
+__all__ = ["download", "is_offline", "log", "log_event", "resolve_offline", "use_cached"]
 
 log = logging.getLogger("ckptflow")
 _OFFLINE_VALUES = frozenset({"1", "true", "yes", "on"})
@@ -75,7 +75,7 @@ def is_offline(settings: FetchSettings) -> bool:
     return settings.offline or os.environ.get("CKPTFLOW_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
 
 
-def _event(name: str, identity: str, **data: Any) -> None:
+def log_event(name: str, identity: str, **data: Any) -> None:
     """Log one engine event; ``record.ckptflow_event`` and ``record.ckptflow_data`` carry it structured."""
     details = " ".join(f"{k}={v}" for k, v in data.items())
     log.info(
@@ -181,7 +181,7 @@ class _Transfer:
     def run(self) -> Result[Path, Error]:
         action = decide(cache_state(self.cache, self.info, sha256=self.sha256), self.info, sha256=self.sha256)
         if isinstance(action, Hit):
-            _event("cache.hit", self.identity, path=str(action.path))
+            log_event("cache.hit", self.identity, path=str(action.path))
             return Success(action.path)
         try:
             self.file, self.path, shared = _open_part(part_path(self.cache, self.identity, self.info.version))
@@ -191,9 +191,9 @@ class _Transfer:
             start = action.offset if isinstance(action, Resume) and shared else 0
             self._reset(start)
             self.inherited = self.offset > 0
-            _event("fetch.started", self.identity, size=self.info.size, version=self.info.version)
+            log_event("fetch.started", self.identity, size=self.info.size, version=self.info.version)
             if self.offset:
-                _event("fetch.resumed", self.identity, offset=self.offset)
+                log_event("fetch.resumed", self.identity, offset=self.offset)
             return self._download()
         except OSError as exc:  # the part file could not be written (disk full, permissions)
             return self._unwritable(exc)
@@ -233,7 +233,7 @@ class _Transfer:
         self.file.truncate(self.offset)
 
     def _on_retry(self, attempt: int, failure: Transient, delay: float) -> None:
-        _event("fetch.retry", self.identity, attempt=attempt, cause=failure.cause, delay=round(delay, 3))
+        log_event("fetch.retry", self.identity, attempt=attempt, cause=failure.cause, delay=round(delay, 3))
         if self.lock is not None:
             self.lock.refresh(every=0.0)
 
@@ -267,7 +267,7 @@ class _Transfer:
         if body.start > self.offset:
             return Failure(Transient(cause=f"body starts at byte {body.start}, past the {self.offset} held"))
         if body.start < self.offset:
-            _event("fetch.restarted", self.identity, held=self.offset, start=body.start)
+            log_event("fetch.restarted", self.identity, held=self.offset, start=body.start)
             fresh = self.obj.stat()
             if isinstance(fresh, Success):
                 self.info = attrs.evolve(fresh.unwrap(), identity=self.identity)
@@ -325,7 +325,7 @@ class _Transfer:
         wrong = self._mismatch(actual)
         if wrong is not None and self.inherited:
             self.inherited = False
-            _event("fetch.restarted", self.identity, reason="the resumed part did not verify")
+            log_event("fetch.restarted", self.identity, reason="the resumed part did not verify")
             self._reset(0)
             return self._download()
         if wrong is not None:
@@ -335,7 +335,7 @@ class _Transfer:
             self.cache, self.path, sha256=actual, identity=self.identity, version=self.info.version, move=True
         )
         if isinstance(placed, Success):
-            _event("fetch.done", self.identity, size=self.offset, sha256=actual)
+            log_event("fetch.done", self.identity, size=self.offset, sha256=actual)
         return placed
 
 
@@ -346,24 +346,26 @@ def _intact(path: Path) -> bool:
             return True
     except OSError:
         return False
-    _event("cache.corrupt", path.name, path=str(path))
+    log_event("cache.corrupt", path.name, path=str(path))
     path.unlink(missing_ok=True)
     return False
 
 
-def _hit(path: Path, identity: str, settings: FetchSettings) -> Path | None:
+def use_cached(path: Path, identity: str, settings: FetchSettings) -> Path | None:
+    """A cached blob ready to use (re-hashed first when ``settings.verify``), or None if it was corrupt."""
     if settings.verify and not _intact(path):
         return None
-    _event("cache.hit", identity, path=str(path))
+    log_event("cache.hit", identity, path=str(path))
     return path
 
 
-def _offline(
+def resolve_offline(
     cache: Cache, identity: str | None, settings: FetchSettings, sha256: str | None
 ) -> Result[Path, Error]:
+    """Answer offline from refs alone: the newest cached blob of ``identity``, else NotFound saying so."""
     found = lookup_latest(cache, identity) if identity is not None else None
     if found is not None and (sha256 is None or found.name == sha256):
-        hit = _hit(found, identity or found.name, settings)
+        hit = use_cached(found, identity or found.name, settings)
         if hit is not None:
             return Success(hit)
     wanted = f" with sha256 {sha256}" if sha256 else ""
@@ -381,7 +383,7 @@ def _offline(
 
 def _cached(cache: Cache, info: ObjectInfo, settings: FetchSettings, sha256: str | None) -> Path | None:
     action = decide(cache_state(cache, info, sha256=sha256), info, sha256=sha256)
-    return _hit(action.path, info.identity, settings) if isinstance(action, Hit) else None
+    return use_cached(action.path, info.identity, settings) if isinstance(action, Hit) else None
 
 
 def _online(
@@ -423,16 +425,16 @@ def download(
     def run(cache: Cache) -> Result[Path, Error]:
         known = blob_path(cache, sha256) if sha256 is not None else None
         if known is not None and known.is_file():
-            hit = _hit(known, name or known.name, settings)
+            hit = use_cached(known, name or known.name, settings)
             if hit is not None:
                 return Success(hit)
         if is_offline(settings):
-            return _offline(cache, name, settings, sha256)
+            return resolve_offline(cache, name, settings, sha256)
         stat = with_retries(
             obj.stat,
             retry,
             what=name or "the remote object",
-            on_retry=lambda n, failure, delay: _event(
+            on_retry=lambda n, failure, delay: log_event(
                 "fetch.retry", name or "?", attempt=n, cause=failure.cause, delay=round(delay, 3)
             ),
         )
@@ -440,3 +442,9 @@ def download(
         return keyed.bind(lambda info: _online(cache, obj, info, settings, retry, sha256))
 
     return open_cache(settings.cache_dir).bind(run)
+
+
+# Former private names, still imported by ckptflow.sources.mlflow; use the public ones above.
+_event = log_event
+_hit = use_cached
+_offline = resolve_offline
