@@ -197,6 +197,16 @@ def test_permission_denied_translates_to_access_denied() -> None:
     assert isinstance(translate_error(exc, "run abc", attempts=1), AccessDenied)
 
 
+@pytest.mark.parametrize(("status", "kind"), [(401, AccessDenied), (403, AccessDenied), (404, NotFound)])
+def test_artifact_http_errors_translate_by_status(status: int, kind: type) -> None:
+    response = requests.Response()
+    response.status_code = status
+    exc = requests.HTTPError(
+        f"{status} Client Error for url: http://h/api/2.0/mlflow-artifacts/x", response=response
+    )
+    assert isinstance(translate_error(exc, "runs:/abc/x.pt", attempts=3), kind)
+
+
 def test_connection_failure_translates_to_network_error_with_attempts_and_no_secrets() -> None:
     exc = MlflowException(
         "API request to http://bob:hunter2@host/api?token=abc123 failed", error_code=INTERNAL_ERROR

@@ -101,7 +101,7 @@ _TRANSIENT = frozenset(
     {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
 )
 _REJECTED = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
-_HTTP_DENIED = re.compile(r"\b(401|403)\b")
+_HTTP_DENIED = re.compile(r"error code (401|403)\b")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 _MAX_DETAIL = 400
 
@@ -211,30 +211,38 @@ def http_bounds(settings: FetchSettings) -> dict[str, str]:
 def _clean(text: str, secrets: tuple[str, ...]) -> str:
     """A library message safe to show: secrets scrubbed, URL credentials redacted, length bounded."""
     redacted = _URL.sub(lambda m: redact_url(m.group(0)), scrub(text, secrets))
-    first = redacted.strip().splitlines()[0] if redacted.strip() else type(text).__name__
+    first = redacted.strip().splitlines()[0] if redacted.strip() else ""
     return first if len(first) <= _MAX_DETAIL else f"{first[:_MAX_DETAIL]}…"
 
 
-def _network_cause(exc: BaseException) -> bool:
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, requests.RequestException):
-            return True
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return False
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a ``requests`` error anywhere in the exception's chain (artifact downloads)."""
+    for link in _chain(exc):
+        status = getattr(getattr(link, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
 
 
 def translate_error(exc: Exception, what: str, *, attempts: int, secrets: tuple[str, ...] = ()) -> Error:
     """The failure value for an exception raised by the MLflow client while getting ``what``."""
-    detail = _clean(str(exc), secrets)
+    detail = _clean(str(exc), secrets) or type(exc).__name__
     code = getattr(exc, "error_code", None)
-    if code in _NOT_FOUND or (code in _REJECTED and "not found" in detail.lower()):
+    status = _http_status(exc)
+    if code in _NOT_FOUND or status == 404 or (code in _REJECTED and "not found" in detail.lower()):
         return NotFound(
             what=what, hint=f"MLflow says: {detail}; check the run id, artifact path or model name"
         )
-    if code in _DENIED or _HTTP_DENIED.search(detail):
+    if code in _DENIED or status in (401, 403) or _HTTP_DENIED.search(detail):
         return AccessDenied(what=what, detail=detail)
-    if _network_cause(exc) or code in _TRANSIENT:
+    if any(isinstance(link, requests.RequestException) for link in _chain(exc)) or code in _TRANSIENT:
         return NetworkError(what=what, attempts=attempts, cause=detail)
     if code in _REJECTED:
         return _invalid(f"{what}: MLflow rejected the request: {detail}")
