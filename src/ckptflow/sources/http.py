@@ -113,10 +113,10 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: REDACTED if is_secret_name(k) else v for k, v in headers.items()}
 
 
-def secrets_of(url: str, headers: Mapping[str, str] = {}) -> tuple[str, ...]:
+def secrets_of(url: str, headers: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The secret strings a request carries (header values, query values, password), longest first."""
     parts = urlsplit(url)
-    found = {v for k, v in headers.items() if is_secret_name(k)}
+    found = {v for k, v in (headers or {}).items() if is_secret_name(k)}
     found |= {v for k, v in parse_qsl(parts.query, keep_blank_values=True) if is_secret_name(k)}
     if parts.password:
         found.add(parts.password)
