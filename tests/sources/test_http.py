@@ -144,6 +144,11 @@ def test_stat_of_a_missing_object_is_not_found():
     assert result == Failure(NotFound(what="http://h/x.pt", source="http://h/x.pt"))
 
 
+def test_stat_of_a_rate_limited_object_is_transient_with_the_servers_retry_after():
+    result = mock_object(lambda r: httpx.Response(429, headers={"Retry-After": "3"})).stat()
+    assert result == Failure(Transient(cause="HTTP 429 from http://h/x.pt", retry_after=3.0))
+
+
 def test_stat_connection_failure_is_transient():
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
