@@ -62,7 +62,7 @@ from ckptflow.errors import (
 from ckptflow.sources.base import FetchSettings, Progress, SourceSpec
 from ckptflow.sources.http import redact_url, scrub, secrets_of, url_identity
 from ckptflow.sources.progress import progress_sink
-from ckptflow.sources.transfer import _event, _hit, _offline, is_offline
+from ckptflow.sources.transfer import is_offline, log_event, resolve_offline, use_cached
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -345,7 +345,7 @@ def _cached(
     found = lookup(cache, identity, version)
     if found is None or (sha is not None and found.name != sha):
         return None
-    return _hit(found, identity, settings)
+    return use_cached(found, identity, settings)
 
 
 def _entry(session: _Session, run: RunArtifact) -> Result[Any, Error]:
@@ -421,7 +421,7 @@ def _download_run(
             cached = _cached(cache, run.identity, run.run_id, settings, sha)
             if cached is not None:
                 return Success(cached)
-            _event("fetch.start", run.identity, file=path, size=size)
+            log_event("fetch.start", run.identity, file=path, size=size)
             with _scratch(cache) as scratch:
                 local = session.download(
                     what,
@@ -437,7 +437,7 @@ def _download_run(
                     .bind(lambda blob: _also_as(cache, blob, run_identity(run.run_id, path), run.run_id))
                 )
         if isinstance(placed, Success):
-            _event(
+            log_event(
                 "fetch.done", run.identity, size=placed.unwrap().stat().st_size, sha256=placed.unwrap().name
             )
         return placed
@@ -528,7 +528,7 @@ def _fetch_model(
     def get(version: Any) -> Result[Path, Error]:
         number = str(version.version)
         source = str(version.source or "")
-        _event("mlflow.resolved", what, version=number, source=source)
+        log_event("mlflow.resolved", what, version=number, source=source)
         if source.startswith("runs:/"):
             run_id, _, path = source.removeprefix("runs:/").partition("/")
             return _download_run_cached(session, cache, RunArtifact(run_id, path.strip("/")), settings, sha)
@@ -585,7 +585,7 @@ def _fetch_in(
 ) -> Result[Path, Error]:
     known = blob_path(cache, sha) if sha is not None else None
     if known is not None and known.is_file():
-        hit = _hit(known, known.name, settings)
+        hit = use_cached(known, known.name, settings)
         if hit is not None:
             return Success(hit)
     target = target_of(source)
@@ -594,10 +594,10 @@ def _fetch_in(
         if cached is not None:
             return Success(cached)
         if is_offline(settings):
-            return _offline(cache, target.identity, settings, sha)
+            return resolve_offline(cache, target.identity, settings, sha)
     elif is_offline(settings):
         return tracking_uri_of(source, os.environ).bind(
-            lambda uri: _offline(cache, model_identity(uri, target.name, target.ref), settings, sha)
+            lambda uri: resolve_offline(cache, model_identity(uri, target.name, target.ref), settings, sha)
         )
     return _online(source, target, cache, settings, sha)
 
