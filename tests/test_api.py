@@ -196,3 +196,22 @@ def test_warm_start_resume_is_bit_identical_to_uninterrupted_training(lightning_
     cf.unwrap(cf.load(resumed, lightning_ckpt, strategy="warm_start", optimizer=opt2, scheduler=sched2))
     _train(resumed, opt2, sched2, steps=3, seed=2)
     assert _params_equal(uninterrupted, resumed)
+
+
+def test_fetch_many_returns_results_in_order_including_failures(lightning_ckpt: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.ckpt"
+    results = cf.fetch_many([lightning_ckpt, missing, lightning_ckpt], max_concurrency=2)
+    assert results[0] == Success(lightning_ckpt) and results[2] == Success(lightning_ckpt)
+    assert isinstance(_failure(results[1]), NotFound)
+
+
+def test_load_pipeline_is_a_value_that_can_be_edited_by_stage_name(lightning_ckpt: Path) -> None:
+    from ckptflow.api import Acquire, fetch_stage, load_pipeline
+
+    base = cf.unwrap(load_pipeline(fetch_stage(lightning_ckpt, Acquire())))
+    assert base.names[:2] == ("fetch", "read") and base.names[-2:] == ("plan", "freeze")
+    without_strip = base.without("auto_strip_prefix")
+    ctx = cf.Context(spec=cf.ModelSpec.from_model(Classifier()), options=cf.LoadOptions(strict=False))
+    plan = cf.unwrap(without_strip(ctx)).plan
+    assert plan is not None and plan.assign == {}
+    assert {s.reason for s in plan.skipped} == {"not in model"}

@@ -5,7 +5,7 @@ The contract: ``fetch``, ``load``, ``load_from_config``, ``parse_config``, ``pip
 """
 
 from ckptflow import stages
-from ckptflow.api import fetch_stage, load, load_from_config, load_pipeline, plan_load
+from ckptflow.api import fetch_many, fetch_stage, load, load_from_config, load_pipeline, plan_load
 from ckptflow.apply import apply
 from ckptflow.catalog import catalog
 from ckptflow.config import CheckpointConfig
@@ -50,6 +50,7 @@ __all__ = [
     "apply",
     "catalog",
     "fetch",
+    "fetch_many",
     "fetch_stage",
     "load",
     "load_from_config",

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
+from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from ckptflow.apply import apply
@@ -27,7 +29,16 @@ from ckptflow.stages.freeze import freeze as freeze_stage
 from ckptflow.stages.keys import transform_from_config
 from ckptflow.stages.strategies import plan as plan_stage
 
-__all__ = ["Ref", "fetch_stage", "load", "load_from_config", "load_pipeline", "plan_load"]
+__all__ = [
+    "Acquire",
+    "Ref",
+    "fetch_many",
+    "fetch_stage",
+    "load",
+    "load_from_config",
+    "load_pipeline",
+    "plan_load",
+]
 
 Ref = str | Path | SourceConfig | CheckpointConfig
 TransformLike = StageLike | TransformConfig | Mapping[str, Any]
@@ -45,29 +56,45 @@ def _blob_digest(path: Path) -> str | None:
     return path.name if path.parent.name == "sha256" and path.parent.parent.name == "blobs" else None
 
 
-def fetch_stage(
-    ref: Ref,
-    *,
-    cache_dir: str | Path | None = None,
-    sha256: str | None = None,
-    progress: Any = None,
-    offline: bool = False,
-    options: Mapping[str, Any] | None = None,
-) -> NamedStage:
+@frozen(kw_only=True)
+class Acquire:
+    """How ``load`` fetches its checkpoint: the ``fetch`` arguments, gathered once."""
+
+    cache_dir: str | Path | None = None
+    sha256: str | None = None
+    progress: Any = None
+    offline: bool = False
+    options: Mapping[str, Any] | None = None
+
+
+def fetch_stage(ref: Ref, acquire: Acquire = Acquire()) -> NamedStage:
     """A stage that fetches ``ref`` into the cache and puts the verified path into the context."""
     source = ref.source if isinstance(ref, CheckpointConfig) else ref
 
     def fetch_(ctx: Context) -> Result[Context, Error]:
         fetched = fetch(
-            source, cache_dir=cache_dir, sha256=sha256, progress=progress, offline=offline, options=options
+            source,
+            cache_dir=acquire.cache_dir,
+            sha256=acquire.sha256,
+            progress=acquire.progress,
+            offline=acquire.offline,
+            options=acquire.options,
         )
         return fetched.map(
             lambda path: attrs.evolve(
-                ctx, path=path, digest=sha256 or _blob_digest(path) or ctx.digest
+                ctx, path=path, digest=acquire.sha256 or _blob_digest(path) or ctx.digest
             ).with_event("checkpoint.fetched", "fetch", path=str(path))
         )
 
     return NamedStage("fetch", fetch_, edge=True)
+
+
+def fetch_many(
+    refs: Sequence[Ref], *, max_concurrency: int = 4, **fetch_kwargs: Any
+) -> list[Result[Path, Error]]:
+    """Fetch several checkpoints concurrently (bounded threads); results in the order of ``refs``."""
+    with ThreadPoolExecutor(max_workers=max(1, min(max_concurrency, len(refs) or 1))) as pool:
+        return list(pool.map(lambda ref: fetch(ref, **fetch_kwargs), refs))
 
 
 def _transform_stage(t: TransformLike) -> Result[NamedStage, Error]:
@@ -109,18 +136,11 @@ def plan_load(
     *,
     options: LoadOptions,
     transforms: Sequence[TransformLike] = (),
-    cache_dir: str | Path | None = None,
-    sha256: str | None = None,
-    progress: Any = None,
-    offline: bool = False,
-    source_options: Mapping[str, Any] | None = None,
+    acquire: Acquire = Acquire(),
 ) -> Result[Context, Error]:
     """Everything up to the plan, without touching a model: what ``ckptflow diff`` shows."""
-    fetcher = fetch_stage(
-        ref, cache_dir=cache_dir, sha256=sha256, progress=progress, offline=offline, options=source_options
-    )
     start = Context(source=_describe(ref), spec=spec, options=options)
-    return load_pipeline(fetcher, transforms).bind(lambda p: p(start))
+    return load_pipeline(fetch_stage(ref, acquire), transforms).bind(lambda p: p(start))
 
 
 def load(
@@ -166,16 +186,11 @@ def load(
         trusted=trusted,
         allow_globals=tuple(allow_globals),
     )
+    acquire = Acquire(
+        cache_dir=cache_dir, sha256=sha256, progress=progress, offline=offline, options=source_options
+    )
     planned = plan_load(
-        ModelSpec.from_model(model),
-        ref,
-        options=options,
-        transforms=transforms,
-        cache_dir=cache_dir,
-        sha256=sha256,
-        progress=progress,
-        offline=offline,
-        source_options=source_options,
+        ModelSpec.from_model(model), ref, options=options, transforms=transforms, acquire=acquire
     )
     return planned.bind(lambda ctx: _apply_context(model, ctx, optimizer, scheduler))
 

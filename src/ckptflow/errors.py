@@ -127,14 +127,16 @@ class ChecksumMismatch:
     expected: str
     actual: str
     algorithm: str = "sha256"
+    discarded: bool = True
     source: str | None = None
     stage: str | None = None
 
     @property
     def message(self) -> str:
+        kept = "the downloaded bytes were discarded" if self.discarded else "the file was left untouched"
         return (
             f"{self.algorithm} mismatch for {self.what}: expected {self.expected}, got {self.actual}; "
-            "the bytes were discarded. Check the expected digest or the object's integrity."
+            f"{kept}. Check the expected digest or the object's integrity."
         )
 
 

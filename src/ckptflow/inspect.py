@@ -16,7 +16,7 @@ import torch
 from returns.result import Failure, Result, Success
 
 from ckptflow import cache as cache_edge
-from ckptflow.api import _blob_digest, fetch_stage, plan_load
+from ckptflow.api import Acquire, _blob_digest, fetch_stage, plan_load
 from ckptflow.context import Context, LoadOptions, ModelSpec
 from ckptflow.errors import Error, InvalidConfig
 from ckptflow.io import read
@@ -46,7 +46,7 @@ def _sha256_file(path: Path) -> str:
 
 def read_state(ref: str, *, cache_dir: str | None = None, trusted: bool = False) -> Result[Context, Error]:
     """Fetch, read and extract a checkpoint (no model involved)."""
-    stages = pipeline(fetch_stage(ref, cache_dir=cache_dir), read, *FORMAT_STAGES)
+    stages = pipeline(fetch_stage(ref, Acquire(cache_dir=cache_dir)), read, *FORMAT_STAGES)
     return stages(Context(source=ref, options=LoadOptions(trusted=trusted)))
 
 
@@ -187,7 +187,9 @@ def diff_checkpoint(
             "cast": list(plan.cast),
         }
 
-    return spec.bind(lambda s: plan_load(s, ref, options=options, cache_dir=cache_dir)).map(summarise)
+    return spec.bind(lambda s: plan_load(s, ref, options=options, acquire=Acquire(cache_dir=cache_dir))).map(
+        summarise
+    )
 
 
 def render_diff(d: Mapping[str, Any]) -> str:

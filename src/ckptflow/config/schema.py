@@ -90,7 +90,7 @@ class MlflowSource:
     """An MLflow artifact: ``runs:/<run_id>/<path>`` or ``models:/<name>/<version|alias>``."""
 
     type: Literal["mlflow"] = "mlflow"
-    tracking_uri: str | None = None
+    tracking_uri: str | None = field(default=None, repr=False)
     run_id: str | None = None
     artifact_path: str | None = None
     model_uri: str | None = None

@@ -82,7 +82,14 @@ class Body(Protocol):
 
 
 class RemoteObject(Protocol):
-    """One object in a store, bound to its client (httpx client, botocore client, ...)."""
+    """One object in a store, bound to its client (httpx client, botocore client, ...).
+
+    ``identity`` names the object without secrets; the engine keys the cache by it, so offline mode
+    can resolve the object before making any request.
+    """
+
+    @property
+    def identity(self) -> str: ...
 
     def stat(self) -> Result[ObjectInfo, TransferError]:
         """One cheap request (HEAD / head_object) describing the object."""

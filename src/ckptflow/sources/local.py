@@ -48,7 +48,9 @@ def fetch_local(config: LocalSource, settings: FetchSettings) -> Result[Path, Er
             return Failure(AccessDenied(what=str(path), detail="the file is not readable"))
         if actual != expected:
             return Failure(
-                ChecksumMismatch(what=str(path), expected=expected, actual=actual, source=str(path))
+                ChecksumMismatch(
+                    what=str(path), expected=expected, actual=actual, discarded=False, source=str(path)
+                )
             )
     return Success(path.resolve())
 
