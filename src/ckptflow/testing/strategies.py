@@ -181,7 +181,7 @@ def tensor_specs(
 
 def _spec(entries: Mapping[str, TensorSpec]) -> ModelSpec:
     tensors = {k: attrs.evolve(v, parameter=_is_parameter(k)) for k, v in entries.items()}
-    return ModelSpec(tensors, _module_paths(tensors))  # type: ignore[arg-type]  # attrs plugin: converter=tuple
+    return ModelSpec(tensors, _module_paths(tensors))
 
 
 def model_specs(
@@ -345,7 +345,7 @@ def _contexts(
         training=draw(_given(training, st.none() | training_states())),
         options=LoadOptions(strategy=draw(st.sampled_from(STRATEGY_NAMES))),
         metadata=draw(metadata),
-        events=draw(st.lists(events(), max_size=2) if with_events else st.just([])),  # type: ignore[arg-type]
+        events=draw(st.lists(events(), max_size=2) if with_events else st.just([])),
     )
 
 
