@@ -8,7 +8,7 @@ want exceptions at their own edge.
 
 from __future__ import annotations
 
-from typing import ClassVar, TypeVar, Union
+from typing import ClassVar, TypeVar
 
 import attrs
 from attrs import field, frozen
@@ -258,7 +258,7 @@ class FreezeTargetNotFound:
         close = (
             f" Did you mean: {_listing(self.close_matches)}?"
             if self.close_matches
-            else " List the module paths with `ckptflow inspect` or model.named_modules() and fix the pattern."
+            else " List the module paths with `ckptflow inspect` or model.named_modules(), then fix it."
         )
         return f"no module matches freeze target {self.target!r}.{close}"
 
@@ -295,21 +295,21 @@ class StageFailed:
         return f"stage {self.stage or '?'} failed: {self.detail}"
 
 
-Error = Union[
-    InvalidConfig,
-    NotFound,
-    AccessDenied,
-    NetworkError,
-    ChecksumMismatch,
-    CorruptCheckpoint,
-    UnsafeCheckpoint,
-    UnknownFormat,
-    IncompatibleState,
-    NothingMatched,
-    FreezeTargetNotFound,
-    CacheUnavailable,
-    StageFailed,
-]
+Error = (
+    InvalidConfig
+    | NotFound
+    | AccessDenied
+    | NetworkError
+    | ChecksumMismatch
+    | CorruptCheckpoint
+    | UnsafeCheckpoint
+    | UnknownFormat
+    | IncompatibleState
+    | NothingMatched
+    | FreezeTargetNotFound
+    | CacheUnavailable
+    | StageFailed
+)
 
 ERROR_TYPES: tuple[type[Error], ...] = (
     InvalidConfig,

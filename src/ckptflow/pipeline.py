@@ -29,7 +29,7 @@ log = logging.getLogger("ckptflow")
 
 @frozen
 class NamedStage:
-    """A stage with a name; ``optional`` failures become events; ``edge`` stages do I/O (threaded in async)."""
+    """A named stage: ``optional`` failures become events; ``edge`` stages do I/O (threaded in async)."""
 
     name: str
     fn: Stage = field(eq=False)

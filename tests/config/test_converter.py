@@ -124,6 +124,7 @@ def test_malformed_yaml_reports_the_line(tmp_path: Path) -> None:
 
 def test_omegaconf_dictconfig_is_accepted_with_interpolations_resolved() -> None:
     import omegaconf
+
     cfg = omegaconf.OmegaConf.create(
         {"bucket": "models", "checkpoint": {"source": {"type": "s3", "bucket": "${bucket}", "key": "k"}}}
     )

@@ -7,7 +7,7 @@ Values only; structuring from mappings (cattrs, with paths for every problem) li
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal, Union
+from typing import Literal
 
 from attrs import field, frozen
 
@@ -96,12 +96,15 @@ class MlflowSource:
     model_uri: str | None = None
 
 
-SourceConfig = Union[LocalSource, HttpSource, S3Source, GcsSource, AzureSource, MlflowSource]
+SourceConfig = LocalSource | HttpSource | S3Source | GcsSource | AzureSource | MlflowSource
 
 
 @frozen(kw_only=True)
 class TransformConfig:
-    """One key/dtype transform by name with its arguments, e.g. ``{"name": "strip_prefix", "prefix": "model."}``."""
+    """One key/dtype transform by name with its arguments.
+
+    For example ``{"name": "strip_prefix", "args": {"prefix": "model."}}``.
+    """
 
     name: str
     args: Mapping[str, object] = field(factory=dict)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from attrs import field, frozen
 from returns.result import Result
@@ -60,10 +60,10 @@ class Transient:
     retry_after: float | None = None
 
 
-TransferError = Union[Error, Transient]
+TransferError = Error | Transient
 
 
-class Interrupted(Exception):  # noqa: N818 - an internal signal between a body iterator and the engine
+class Interrupted(Exception):
     """Raised by a ``Body`` iterator when the connection fails mid-body; the engine retries."""
 
     def __init__(self, cause: str) -> None:
