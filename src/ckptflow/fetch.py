@@ -1,4 +1,9 @@
-"""``fetch``: resolve a checkpoint reference through the source registry and get a verified local file."""
+"""``fetch``: resolve a checkpoint reference through the source registry and get a verified local file.
+
+In a ``torch.distributed`` job (``distributed=True``, or automatically once the process group is
+initialised) one rank per node downloads and the others read its verified blob: see
+``ckptflow.distributed``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from returns.result import Result
 
 from ckptflow.cache import default_cache_dir
 from ckptflow.config.schema import CheckpointConfig, SourceConfig
+from ckptflow.distributed import coordinate, wanted
 from ckptflow.errors import Error
 from ckptflow.sources.base import FetchSettings, Progress
 from ckptflow.sources.registry import resolve
@@ -33,6 +39,7 @@ def fetch(
     transport: Any = None,
     options: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
+    distributed: bool | None = None,
 ) -> Result[Path, Error]:
     """The verified local path of a checkpoint: the file itself for local refs, else a blob in the cache.
 
@@ -40,6 +47,8 @@ def fetch(
     a source config, or a ``CheckpointConfig`` (whose ``cache_dir``/``sha256`` apply unless given here).
     ``offline`` (or ``CKPTFLOW_OFFLINE=1``) answers from the cache without any request; ``verify``
     re-hashes a cached blob before trusting it. ``transport`` and ``options`` reach the source's edge.
+    ``distributed`` (default: whether ``torch.distributed`` is initialised) makes this a collective: every
+    rank must call it with the same ``ref``; one rank per node downloads, and all return the same result.
     """
     if isinstance(ref, CheckpointConfig):
         cache_dir = cache_dir if cache_dir is not None else ref.cache_dir
@@ -55,6 +64,14 @@ def fetch(
         transport=transport,
         options=dict(options or {}),
     )
-    return resolve(ref).bind(
-        lambda found: found[0].fetch(found[1], settings).alt(lambda error: _located(error, found[0].name))
+    source = ref
+
+    def once(offline_now: bool) -> Result[Path, Error]:
+        chosen = attrs.evolve(settings, offline=True) if offline_now else settings
+        return resolve(source).bind(
+            lambda found: found[0].fetch(found[1], chosen).alt(lambda error: _located(error, found[0].name))
+        )
+
+    return wanted(distributed).bind(
+        lambda together: coordinate(once, settings.options) if together else once(False)
     )
