@@ -65,6 +65,7 @@ class Acquire:
     progress: Any = None
     offline: bool = False
     options: Mapping[str, Any] | None = None
+    distributed: bool | None = None
 
 
 def fetch_stage(ref: Ref, acquire: Acquire = Acquire()) -> NamedStage:
@@ -79,6 +80,7 @@ def fetch_stage(ref: Ref, acquire: Acquire = Acquire()) -> NamedStage:
             progress=acquire.progress,
             offline=acquire.offline,
             options=acquire.options,
+            distributed=acquire.distributed,
         )
         return fetched.map(
             lambda path: attrs.evolve(
@@ -162,6 +164,7 @@ def load(
     allow_globals: Sequence[str] = (),
     assign: bool = False,
     source_options: Mapping[str, Any] | None = None,
+    distributed: bool | None = None,
 ) -> Result[LoadReport, Error]:
     """Fetch ``ref``, plan how it meets ``model`` with ``strategy``, and apply the plan (all or nothing)."""
     if isinstance(ref, CheckpointConfig):
@@ -176,6 +179,7 @@ def load(
             allow_globals=allow_globals,
             assign=assign,
             source_options=source_options,
+            distributed=distributed,
         )
     options = LoadOptions(
         strategy=strategy,
@@ -187,7 +191,12 @@ def load(
         allow_globals=tuple(allow_globals),
     )
     acquire = Acquire(
-        cache_dir=cache_dir, sha256=sha256, progress=progress, offline=offline, options=source_options
+        cache_dir=cache_dir,
+        sha256=sha256,
+        progress=progress,
+        offline=offline,
+        options=source_options,
+        distributed=distributed,
     )
     planned = plan_load(
         ModelSpec.from_model(model), ref, options=options, transforms=transforms, acquire=acquire
