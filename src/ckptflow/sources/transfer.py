@@ -43,6 +43,7 @@ from ckptflow.cache import (
     part_path,
 )
 from ckptflow.errors import CacheUnavailable, ChecksumMismatch, Error, InvalidConfig, NotFound
+from ckptflow.events import emit
 from ckptflow.sources.base import (
     Body,
     FetchSettings,
@@ -76,15 +77,8 @@ def is_offline(settings: FetchSettings) -> bool:
 
 
 def log_event(name: str, identity: str, **data: Any) -> None:
-    """Log one engine event; ``record.ckptflow_event`` and ``record.ckptflow_data`` carry it structured."""
-    details = " ".join(f"{k}={v}" for k, v in data.items())
-    log.info(
-        "%s %s %s",
-        name,
-        identity,
-        details,
-        extra={"ckptflow_event": name, "ckptflow_data": {"identity": identity, **data}},
-    )
+    """Log one engine event (``record.ckptflow_event``/``ckptflow_data``); ``events.collect`` sees it."""
+    emit(name, stage="fetch", identity=identity, **data)
 
 
 class _Hasher(Protocol):
