@@ -21,6 +21,7 @@ from ckptflow.config.converter import parse_config
 from ckptflow.config.schema import CheckpointConfig, SourceConfig, TransformConfig
 from ckptflow.context import Context, LoadOptions, LoadReport, ModelSpec
 from ckptflow.errors import Error, InvalidConfig
+from ckptflow.events import announce, collect
 from ckptflow.fetch import fetch
 from ckptflow.io import read
 from ckptflow.pipeline import NamedStage, Pipeline, StageLike, pipeline
@@ -73,18 +74,22 @@ def fetch_stage(ref: Ref, acquire: Acquire = Acquire()) -> NamedStage:
     source = ref.source if isinstance(ref, CheckpointConfig) else ref
 
     def fetch_(ctx: Context) -> Result[Context, Error]:
-        fetched = fetch(
-            source,
-            cache_dir=acquire.cache_dir,
-            sha256=acquire.sha256,
-            progress=acquire.progress,
-            offline=acquire.offline,
-            options=acquire.options,
-            distributed=acquire.distributed,
-        )
+        with collect() as seen:
+            fetched = fetch(
+                source,
+                cache_dir=acquire.cache_dir,
+                sha256=acquire.sha256,
+                progress=acquire.progress,
+                offline=acquire.offline,
+                options=acquire.options,
+                distributed=acquire.distributed,
+            )
         return fetched.map(
             lambda path: attrs.evolve(
-                ctx, path=path, digest=acquire.sha256 or _blob_digest(path) or ctx.digest
+                ctx,
+                path=path,
+                digest=acquire.sha256 or _blob_digest(path) or ctx.digest,
+                events=(*ctx.events, *seen.events),
             ).with_event("checkpoint.fetched", "fetch", path=str(path))
         )
 
@@ -198,10 +203,12 @@ def load(
         options=source_options,
         distributed=distributed,
     )
-    planned = plan_load(
-        ModelSpec.from_model(model), ref, options=options, transforms=transforms, acquire=acquire
-    )
-    return planned.bind(lambda ctx: _apply_context(model, ctx, optimizer, scheduler))
+    with collect() as live:
+        planned = plan_load(
+            ModelSpec.from_model(model), ref, options=options, transforms=transforms, acquire=acquire
+        )
+        loaded = planned.bind(lambda ctx: _apply_context(model, ctx, optimizer, scheduler))
+    return loaded.map(lambda report: announce(report, logged=live.events))
 
 
 def _apply_context(
