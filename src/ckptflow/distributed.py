@@ -110,19 +110,24 @@ def _gather(value: object, group: Any, world: int) -> list[Any]:
     return gathered
 
 
-def _lead(fetch_once: FetchOnce, group: Any, world: int) -> tuple[Result[Path, Error], list[Any]]:
-    """Fetch, then tell the others; a crash is still told (as a failure) before it propagates."""
+def _lead(fetch_once: FetchOnce, group: Any, world: int) -> Result[Path, Error]:
+    """Fetch, then tell the others; a crash is still told (as a failure) before it propagates.
+
+    The leader's own result stands even when telling fails (a follower died): it holds the file.
+    """
     try:
         result = fetch_once(False)
     except BaseException:
         _gather(StageFailed(detail="the downloading rank crashed", stage="fetch"), group, world)
         raise
-    match result:
-        case Success(path):
-            shared: object = str(path)
-        case Failure(error):
-            shared = error
-    return result, _gather(shared, group, world)
+    shared: object = result.failure() if isinstance(result, Failure) else str(result.unwrap())
+    try:
+        _gather(shared, group, world)
+    except RuntimeError as exc:
+        emit(
+            "distributed.unshared", stage="fetch", cause=str(exc).strip().splitlines()[0] if str(exc) else ""
+        )
+    return result
 
 
 def _follow(fetch_once: FetchOnce, outcome: object, leader: int) -> Result[Path, Error]:
@@ -143,19 +148,20 @@ def coordinate(fetch_once: FetchOnce, options: Mapping[str, Any] | None = None) 
     timeout = _timeout(options or {})
     world = dist.get_world_size()
     rank = dist.get_rank()
-    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
     me = Member(rank=rank, host=socket.gethostname(), local_rank=local_rank_of(os.environ))
     leader = rank
+    group: Any = None
     try:
+        group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
         leader = leaders(_gather(me, group, world))[rank]
         if rank == leader:
             emit("distributed.leader", stage="fetch", rank=rank, world_size=world)
-            result, _ = _lead(fetch_once, group, world)
-            return result
+            return _lead(fetch_once, group, world)
         emit("distributed.waiting", stage="fetch", rank=rank, leader=leader)
         outcomes = _gather(None, group, world)
         return _follow(fetch_once, outcomes[leader], leader)
     except RuntimeError as exc:  # the collective timed out or a peer went away
         return _missed(leader, timeout, exc)
     finally:
-        dist.destroy_process_group(group)
+        if group is not None:
+            dist.destroy_process_group(group)
