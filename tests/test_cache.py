@@ -25,6 +25,7 @@ from ckptflow.cache import (
     Ref,
     Resume,
     blob_path,
+    break_stale_lock,
     cache_state,
     decide,
     default_cache_dir,
@@ -42,6 +43,7 @@ from ckptflow.cache import (
     write_ref,
 )
 from ckptflow.errors import CacheUnavailable, ChecksumMismatch
+from ckptflow.events import collect
 from ckptflow.sources.base import ObjectInfo
 
 
@@ -375,3 +377,39 @@ def test_waiting_on_a_live_holder_gives_up_after_the_wait(cache):
     with identity_lock(cache, "id", wait=0.2, poll=0.05) as lock:
         assert lock is None
     assert json.loads(path.read_text())["token"] == "other"
+
+
+def test_breaking_a_stale_lock_removes_it(cache):
+    path = cache.locks / "x.lock"
+    _write_lock(cache, path, os.getpid())
+    os.utime(path, (time.time() - 1000, time.time() - 1000))
+    assert break_stale_lock(path, stale_after=300.0)
+    assert not path.exists()
+
+
+def test_breaking_puts_back_a_lock_that_a_live_holder_took_in_the_meantime(cache):
+    path = cache.locks / "x.lock"
+    _write_lock(cache, path, os.getpid())
+    assert not break_stale_lock(path, stale_after=300.0)
+    assert json.loads(path.read_text())["token"] == "other"
+    assert list(cache.locks.iterdir()) == [path]
+
+
+def test_taking_over_a_stale_lock_is_an_event(cache, caplog):
+    with identity_lock(cache, "id") as probe:
+        path = probe.path
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "created": 0.0, "token": "old"}))
+    os.utime(path, (time.time() - 1000, time.time() - 1000))
+    with collect() as seen, identity_lock(cache, "id", wait=5.0) as lock:
+        assert lock is not None
+    (broken,) = [e for e in seen.events if e.name == "cache.lock_broken"]
+    assert broken.data == {"identity": "id", "holder_pid": 1, "holder_host": "elsewhere"}
+
+
+def test_waiting_on_a_live_holder_is_an_event(cache):
+    with identity_lock(cache, "id") as probe:
+        path = probe.path
+    _write_lock(cache, path, os.getpid())
+    with collect() as seen, identity_lock(cache, "id", wait=0.1, poll=0.05):
+        pass
+    assert [e.name for e in seen.events] == ["cache.lock_wait", "cache.lock_wait_expired"]

@@ -32,6 +32,7 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from ckptflow.errors import CacheUnavailable, ChecksumMismatch, Error, NotFound
+from ckptflow.events import emit
 from ckptflow.sources.base import ObjectInfo
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "VerifyReport",
     "admit",
     "blob_path",
+    "break_stale_lock",
     "cache_state",
     "decide",
     "default_cache_dir",
@@ -635,12 +637,30 @@ def _try_acquire(path: Path) -> IdentityLock | None:
     return IdentityLock(path, owner)
 
 
-def _break_stale(path: Path) -> None:
-    """Move a stale lock aside (atomic), so only one of several breakers removes it."""
+def break_stale_lock(path: Path, *, stale_after: float, now: float | None = None) -> bool:
+    """Remove the lock at ``path`` if it is stale; True when this call removed a stale lock.
+
+    The lock is moved aside atomically and judged again there: when another breaker got in first and
+    the file moved aside is already a fresh holder's lock, it is put back (without clobbering a newer
+    one), so two processes that both saw the same stale lock do not both end up holding it.
+    """
     aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
-    with contextlib.suppress(FileNotFoundError):
+    try:
         os.replace(path, aside)
+    except FileNotFoundError:
+        return False
+    if _lock_stale_at(aside, time.time() if now is None else now, stale_after):
         aside.unlink(missing_ok=True)
+        return True
+    with contextlib.suppress(OSError):  # a newer lock already took the place: leave it
+        os.link(aside, path)
+    aside.unlink(missing_ok=True)
+    return False
+
+
+def _describe_owner(path: Path) -> dict[str, Any]:
+    owner = _read_owner(path)
+    return {} if owner is None else {"holder_pid": owner.pid, "holder_host": owner.host}
 
 
 @contextlib.contextmanager
@@ -660,13 +680,20 @@ def identity_lock(
     """
     path = cache.locks / f"{identity_key(identity)}.lock"
     started = time.monotonic()
+    waiting = False
     lock = _try_acquire(path)
     while lock is None:
         if _lock_stale_at(path, time.time(), stale_after):
-            _break_stale(path)
+            holder = _describe_owner(path)
+            if break_stale_lock(path, stale_after=stale_after):
+                emit("cache.lock_broken", stage="fetch", identity=identity, **holder)
         elif wait is not None and time.monotonic() - started >= wait:
+            emit("cache.lock_wait_expired", stage="fetch", identity=identity, waited=wait)
             break
         else:
+            if not waiting:
+                waiting = True
+                emit("cache.lock_wait", stage="fetch", identity=identity, **_describe_owner(path))
             time.sleep(poll)
         lock = _try_acquire(path)
     try:
