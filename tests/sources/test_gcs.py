@@ -19,6 +19,7 @@ from ckptflow.config.schema import GcsSource
 from ckptflow.errors import AccessDenied, ChecksumMismatch, Error, InvalidConfig, NetworkError, NotFound
 from ckptflow.fetch import fetch
 from ckptflow.sources.base import Body, FetchSettings, ObjectInfo, TransferError
+from ckptflow.sources.checksums import md5_hex
 from ckptflow.sources.gcs import (
     DEFAULT_ENDPOINT,
     SOURCE,
@@ -28,7 +29,6 @@ from ckptflow.sources.gcs import (
     endpoint_for,
     from_uri,
     gcs_object,
-    md5_hex,
     media_url,
     metadata_url,
     object_info,

@@ -4,18 +4,16 @@ One cattrs converter, built by ``make_converter``: explicit hooks for every type
 scalars (no ``str(3)`` or ``bool("no")`` coercion), ``forbid_extra_keys``, and the ``type`` tag choosing
 the source class. ``parse_config`` turns all of its failures into one ``InvalidConfig`` whose problems
 carry their path (``checkpoint.source.bucket: missing``) and a suggestion for misspelled names.
-A ``source`` may also be a URI string, resolved by a small pure table (``source_from_uri``).
+A ``source`` may also be a URI string, resolved by ``ckptflow.config.uris.source_from_uri``.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import attrs
 import cattrs
@@ -39,6 +37,16 @@ from ckptflow.config.schema import (
     SourceConfig,
     TransformConfig,
 )
+from ckptflow.config.uris import (
+    URI_SCHEMES,
+    did_you_mean,
+    mlflow_problems,
+    shown_uri,
+    source_from_uri,
+    split_model_uri,
+    unknown_choice,
+)
+from ckptflow.config.uris import mlflow_from_uri as parse_mlflow_uri
 from ckptflow.errors import InvalidConfig
 
 __all__ = [
@@ -55,7 +63,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-_UriResult = Result[SourceConfig, InvalidConfig]
 Problem = tuple[str, str]
 """``(subpath, message)``: ``subpath`` is relative to where the problem was found (``""`` for there)."""
 
@@ -78,83 +85,9 @@ class _Invalid(Exception):
         self.problems = problems
 
 
-def _suggest(word: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
-    return f" → did you mean {close[0]!r}?" if close else ""
-
-
-def _unknown(value: str, known: Iterable[str], what: str = "") -> str:
-    names = tuple(known)
-    return f"unknown {what}{value!r} (known: {', '.join(names)}){_suggest(value, names)}"
-
-
 def _kind(value: object) -> str:
     """The type of a rejected value; never the value, which may be a secret in the wrong place."""
     return type(value).__name__ if value is not None else "null"
-
-
-def _shown(uri: str) -> str:
-    """A URI safe to echo: without userinfo, query or fragment, which may carry secrets."""
-    parts = urlsplit(uri)
-    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
-
-
-# --- URIs -------------------------------------------------------------------------------------------
-
-_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9_\-]+")
-
-
-def _artifact_path_problems(path: str) -> tuple[str, ...]:
-    """Why an MLflow artifact path cannot be used as given (it must stay inside the run's artifacts)."""
-    checks = (
-        (path == "", "must not be empty"),
-        ("\x00" in path, "must not contain NUL"),
-        ("\\" in path, "must use '/' separators, not backslashes"),
-        (path.startswith("/"), "must be relative to the run's artifact root, not absolute"),
-        (".." in path.split("/"), "must not contain '..'"),
-    )
-    return tuple(msg for bad, msg in checks if bad)
-
-
-def split_model_uri(uri: str) -> tuple[str, str] | None:
-    """``models:/name/3`` → ``("name", "3")``; ``models:/name@alias`` or ``models:/name/alias`` → alias."""
-    rest = uri.removeprefix("models:/")
-    if rest == uri:
-        return None
-    name, sep, ref = rest.partition("@") if "@" in rest and "/" not in rest else rest.partition("/")
-    ok = bool(sep and name and ref) and "/" not in ref and "\x00" not in rest and "\\" not in rest
-    return (name, ref) if ok else None
-
-
-def _run_uri(uri: str) -> tuple[str, str]:
-    run_id, _, path = uri.removeprefix("runs:/").partition("/")
-    return run_id, path
-
-
-def _uri_problems(uri: str) -> tuple[str, ...]:
-    if uri.startswith("runs:/"):
-        run_id, path = _run_uri(uri)
-        bad_run = () if _SAFE_RUN_ID.fullmatch(run_id) else ("has no valid run id",)
-        return tuple(f"{uri!r} {m}" for m in (*bad_run, *_artifact_path_problems(path)))
-    if split_model_uri(uri) is None:
-        return (f"{uri!r} is not models:/<name>/<version|alias> or runs:/<run_id>/<path>",)
-    return ()
-
-
-def mlflow_problems(source: MlflowSource) -> tuple[Problem, ...]:
-    """Every reason ``source`` cannot name one MLflow artifact, as ``(field, message)``."""
-    if source.model_uri is not None:
-        both = source.run_id is not None or source.artifact_path is not None
-        if both:
-            return (("model_uri", "give either model_uri or run_id with artifact_path, not both"),)
-        return tuple(("model_uri", m) for m in _uri_problems(source.model_uri))
-    if source.run_id is None:
-        return (("run_id", "missing (or give model_uri)"),)
-    bad_run = not _SAFE_RUN_ID.fullmatch(source.run_id)
-    run = (("run_id", "must be letters, digits, - or _"),) if bad_run else ()
-    if source.artifact_path is None:
-        return (*run, ("artifact_path", "missing"))
-    return (*run, *(("artifact_path", m) for m in _artifact_path_problems(source.artifact_path)))
 
 
 def _invalid(problems: Iterable[Problem]) -> InvalidConfig:
@@ -166,99 +99,6 @@ def validate_mlflow(source: MlflowSource) -> Result[MlflowSource, InvalidConfig]
     """``source`` itself when it names one artifact safely, else every problem with its field."""
     problems = mlflow_problems(source)
     return Failure(_invalid((f"source.{f}", m) for f, m in problems)) if problems else Success(source)
-
-
-def parse_mlflow_uri(uri: str) -> Result[MlflowSource, InvalidConfig]:
-    """``runs:/<run_id>/<artifact_path>`` or ``models:/<name>/<version|alias>`` as an ``MlflowSource``."""
-    if uri.startswith("runs:/"):
-        run_id, path = _run_uri(uri)
-        return _checked_mlflow(uri, MlflowSource(run_id=run_id, artifact_path=path))
-    if uri.startswith("models:/"):
-        return _checked_mlflow(uri, MlflowSource(model_uri=uri))
-    return Failure(_invalid([("", f"{uri!r} is not an MLflow URI (runs:/… or models:/…)")]))
-
-
-def _checked_mlflow(uri: str, source: MlflowSource) -> Result[MlflowSource, InvalidConfig]:
-    problems = mlflow_problems(source)
-    return Failure(_invalid((repr(uri), f"{f} {m}") for f, m in problems)) if problems else Success(source)
-
-
-def _located(uri: str, what: str, location: str, build: Callable[[str, str], SourceConfig]) -> _UriResult:
-    """``<container>/<name>`` split and built, or the problem with the (secret-free) URI."""
-    container, _, name = location.partition("/")
-    if not container or not name:
-        scheme = uri.partition(":")[0].lower()
-        return Failure(_invalid([("", f"{_shown(uri)!r} needs {scheme}://<{what}>/<name>")]))
-    return Success(build(container, name))
-
-
-def _s3_uri(uri: str) -> _UriResult:
-    """``s3://bucket/key``, optionally pinned by ``?versionId=``."""
-    location, _, query = uri[len("s3://") :].partition("?")
-    version = dict(parse_qsl(query)).get("versionId")
-    return _located(uri, "bucket", location, lambda b, k: S3Source(bucket=b, key=k, version_id=version))
-
-
-def _gs_uri(uri: str) -> _UriResult:
-    """``gs://bucket/object``, optionally pinned by ``#<generation>`` as gsutil writes it."""
-    rest = uri[len("gs://") :]
-    location, sign, generation = rest.rpartition("#")
-    if not (sign and generation.isdigit()):
-        location, generation = rest, ""
-    return _located(
-        uri, "bucket", location, lambda b, o: GcsSource(bucket=b, blob=o, generation=generation or None)
-    )
-
-
-def _az_uri(uri: str) -> _UriResult:
-    return _located(uri, "container", uri[len("az://") :], lambda c, b: AzureSource(container=c, blob=b))
-
-
-def _file_uri(uri: str) -> _UriResult:
-    parts = urlsplit(uri)
-    if parts.netloc not in ("", "localhost"):
-        return Failure(
-            _invalid([("", f"{_shown(uri)!r} names a remote host; only local file:// paths work")])
-        )
-    path = unquote(parts.path)
-    return Success(LocalSource(path=path)) if path else Failure(_invalid([("", f"{uri!r} has no path")]))
-
-
-def _http_uri(uri: str) -> _UriResult:
-    return Success(HttpSource(url=uri))
-
-
-def _mlflow_uri(uri: str) -> _UriResult:
-    return parse_mlflow_uri(uri)
-
-
-URI_SCHEMES: Mapping[str, Callable[[str], _UriResult]] = {
-    "file": _file_uri,
-    "http": _http_uri,
-    "https": _http_uri,
-    "s3": _s3_uri,
-    "gs": _gs_uri,
-    "az": _az_uri,
-    "runs": _mlflow_uri,
-    "models": _mlflow_uri,
-}
-"""URI scheme → source config. A string with no scheme is a local path."""
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):(//|/)")
-
-
-def source_from_uri(uri: str) -> Result[SourceConfig, InvalidConfig]:
-    """The source config a URI string names (pure: nothing is looked up)."""
-    if not uri:
-        return Failure(_invalid([("", "empty source; give a path or a URI")]))
-    match = _SCHEME.match(uri)
-    if match is None:
-        return Success(LocalSource(path=uri))
-    scheme = match.group(1).lower()
-    build = URI_SCHEMES.get(scheme)
-    if build is None:
-        return Failure(_invalid([("", f"{_shown(uri)!r}: {_unknown(scheme, URI_SCHEMES, 'scheme ')}")]))
-    return build(uri)
 
 
 # --- hooks ------------------------------------------------------------------------------------------
@@ -289,7 +129,7 @@ def _structure_literal(cl: Any) -> Callable[[object, type], object]:
             return value
         if not isinstance(value, str):
             raise _Invalid(("", f"expected one of {', '.join(map(str, allowed))}, got {_kind(value)}"))
-        raise _Invalid(("", _unknown(value, map(str, allowed))))
+        raise _Invalid(("", unknown_choice(value, map(str, allowed))))
 
     return structure
 
@@ -365,7 +205,7 @@ def _checkpoint_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:
 def _http_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:
     url, timeout = raw.get("url"), raw.get("timeout")
     url_problem = (
-        (("url", f"expected an http:// or https:// URL, got {_shown(url)!r}"),)
+        (("url", f"expected an http:// or https:// URL, got {shown_uri(url)!r}"),)
         if isinstance(url, str) and url and not url.lower().startswith(("http://", "https://"))
         else ()
     )
@@ -429,7 +269,7 @@ def _structure_source(conv: cattrs.Converter) -> Callable[[object, type], Source
         if not isinstance(tag, str):
             raise _Invalid(("type", f"expected one of {', '.join(SOURCE_TYPES)}, got {_kind(tag)}"))
         if tag not in SOURCE_TYPES:
-            raise _Invalid(("type", _unknown(tag, SOURCE_TYPES)))
+            raise _Invalid(("type", unknown_choice(tag, SOURCE_TYPES)))
         result: SourceConfig = conv.structure(value, SOURCE_TYPES[tag])
         return result
 
@@ -489,7 +329,7 @@ def _render(exc: BaseException, path: str) -> list[str]:
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(exc.cl)] + (["checkpoint"] if not path else [])
         extra = sorted(map(str, exc.extra_fields))
-        return [f"{_join(path, k)}: unknown key{_suggest(k, known)}" for k in extra]
+        return [f"{_join(path, k)}: unknown key{did_you_mean(k, known)}" for k in extra]
     if isinstance(exc, _Invalid):
         return [f"{_join(path, sub) or 'config'}: {msg}" for sub, msg in exc.problems]
     if isinstance(exc, KeyError):

@@ -11,11 +11,10 @@ bearer tokens never appear in an identity, a message or a repr.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import attrs
 import httpx
@@ -23,6 +22,8 @@ from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import AzureSource
+from ckptflow.config.uris import account_of_endpoint
+from ckptflow.config.uris import azure_from_uri as from_uri
 from ckptflow.errors import AccessDenied, Error, InvalidConfig
 from ckptflow.sources.azure_auth import (
     API_VERSION,
@@ -33,7 +34,7 @@ from ckptflow.sources.azure_auth import (
     sign_request,
 )
 from ckptflow.sources.base import FetchSettings, ObjectInfo, SourceSpec
-from ckptflow.sources.gcs import md5_hex
+from ckptflow.sources.checksums import md5_hex
 from ckptflow.sources.http import HttpObject, http_client, info_from_headers
 from ckptflow.sources.transfer import download, is_offline
 
@@ -67,7 +68,6 @@ SAS_ENV = "AZURE_STORAGE_SAS_TOKEN"
 CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
-_HOST_STYLE = re.compile(r"(?P<account>[a-z0-9]{3,24})\.blob\.", re.IGNORECASE)
 _CREDENTIAL_HINT = (
     "give sas_token, account_key or connection_string (or AZURE_STORAGE_SAS_TOKEN / AZURE_STORAGE_KEY / "
     "AZURE_STORAGE_CONNECTION_STRING), or install ckptflow[azure] to sign in with Azure AD"
@@ -77,91 +77,9 @@ _CREDENTIAL_HINT = (
 # --- addresses -------------------------------------------------------------------------------------
 
 
-def account_of_endpoint(endpoint: str) -> str | None:
-    """The account an endpoint serves: the host label of ``<account>.blob.<suffix>``, else the first
-    path segment of an emulator-style ``http://host:port/<account>``."""
-    parts = urlsplit(endpoint)
-    match = _HOST_STYLE.match(parts.hostname or "")
-    if match:
-        return match.group("account").lower()
-    first = parts.path.strip("/").split("/", 1)[0]
-    return first or None
-
-
 def blob_url(endpoint: str, container: str, blob: str) -> str:
     """The blob's URL without any query: also its secret-free identity (it names account and blob)."""
     return f"{endpoint.rstrip('/')}/{quote(container, safe='')}/{quote(blob, safe='/')}"
-
-
-def from_uri(uri: str) -> Result[AzureSource, Error]:
-    """Parse ``az://container/blob``, ``https://<account>.blob.core.windows.net/<container>/<blob>[?<SAS>]``
-    or an emulator URL ``http://host:port/<account>/<container>/<blob>`` into an ``AzureSource``."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme == "az":
-        return _located(uri, parts.netloc, parts.path.lstrip("/"))
-    if scheme not in ("http", "https") or not parts.hostname:
-        return Failure(
-            InvalidConfig(
-                problems=(f"{_shown(uri)} is not an Azure blob URI; write az://<container>/<blob>",)
-            )
-        )
-    path = parts.path.lstrip("/")
-    if _HOST_STYLE.match(parts.hostname):
-        endpoint, rest = f"{scheme}://{parts.netloc}", path
-    else:
-        account_segment, _, rest = path.partition("/")
-        endpoint = f"{scheme}://{parts.netloc}/{account_segment}"
-    container, _, blob = rest.partition("/")
-    return _sas_of(uri, parts.query).bind(
-        lambda sas: _located(
-            uri,
-            unquote(container),
-            unquote(blob),
-            endpoint_url=endpoint,
-            account=account_of_endpoint(endpoint),
-            sas_token=sas,
-        )
-    )
-
-
-def _shown(uri: str) -> str:
-    """The URI for a message: without its query, which may hold a SAS signature."""
-    return repr(uri.split("?", 1)[0])
-
-
-def _sas_of(uri: str, query: str) -> Result[str | None, Error]:
-    if not query:
-        return Success(None)
-    if "sig" not in {name.lower() for name, _ in parse_qsl(query, keep_blank_values=True)}:
-        return Failure(
-            InvalidConfig(
-                problems=(f"{_shown(uri)}: the only query a blob URL may carry is a SAS token (with sig=)",)
-            )
-        )
-    return Success(query)
-
-
-def _located(
-    uri: str,
-    container: str,
-    blob: str,
-    *,
-    endpoint_url: str | None = None,
-    account: str | None = None,
-    sas_token: str | None = None,
-) -> Result[AzureSource, Error]:
-    problems = [
-        *([] if container else [f"{_shown(uri)} has no container; write az://<container>/<blob>"]),
-        *([] if blob and not blob.endswith("/") else [f"{_shown(uri)} does not name a blob"]),
-    ]
-    if problems:
-        return Failure(InvalidConfig(problems=tuple(problems)))
-    return Success(
-        AzureSource(
-            container=container, blob=blob, account=account, endpoint_url=endpoint_url, sas_token=sas_token
-        )
-    )
 
 
 # --- credentials and where the account lives (pure) ------------------------------------------------

@@ -8,11 +8,8 @@ never appear in a message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -25,8 +22,10 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import GcsSource
+from ckptflow.config.uris import gcs_from_uri as from_uri
 from ckptflow.errors import AccessDenied, Error, InvalidConfig, NetworkError
 from ckptflow.sources.base import Body, FetchSettings, ObjectInfo, SourceSpec, TransferError
+from ckptflow.sources.checksums import md5_hex
 from ckptflow.sources.http import HttpObject, http_client
 from ckptflow.sources.transfer import download, is_offline
 
@@ -45,7 +44,6 @@ __all__ = [
     "gcs_object",
     "identity_of",
     "info_from_metadata",
-    "md5_hex",
     "media_url",
     "metadata_url",
     "object_info",
@@ -57,32 +55,10 @@ TOKEN_ENV = "GOOGLE_OAUTH_ACCESS_TOKEN"
 """An OAuth2 access token to send as a bearer token when the config gives none."""
 READ_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
-_GENERATION = re.compile(r"[0-9]+")
-
 
 def identity_of(bucket: str, blob: str) -> str:
     """The secret-free name of an object, as ``gsutil`` writes it."""
     return f"gs://{bucket}/{blob}"
-
-
-def from_uri(uri: str) -> Result[GcsSource, Error]:
-    """Parse ``gs://bucket/object`` (optionally ``#<generation>``, as gsutil pins) into a ``GcsSource``."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme.lower() != "gs":
-        return Failure(InvalidConfig(problems=(f"{uri!r} is not a gs:// URI; write gs://<bucket>/<object>",)))
-    location, hash_sign, generation = rest.rpartition("#")
-    if not (hash_sign and _GENERATION.fullmatch(generation)):
-        location, generation = rest, ""
-    bucket, _, blob = location.partition("/")
-    problems = [
-        *([] if _BUCKET.fullmatch(bucket) else [f"{uri!r}: {bucket!r} is not a valid bucket name"]),
-        *([] if blob else [f"{uri!r} has no object name; write gs://<bucket>/<object>"]),
-        *([f"{uri!r} names a folder (it ends with '/'), not an object"] if blob.endswith("/") else []),
-    ]
-    if problems:
-        return Failure(InvalidConfig(problems=tuple(problems), source=uri))
-    return Success(GcsSource(bucket=bucket, blob=blob, generation=generation or None))
 
 
 def endpoint_for(configured: str | None, environ: Mapping[str, str]) -> str:
@@ -109,15 +85,6 @@ def media_url(endpoint: str, bucket: str, blob: str, generation: str | None) -> 
     """The object's bytes (``alt=media``), pinned to ``generation`` so every range reads one version."""
     params = {"alt": "media", **({"generation": generation} if generation else {})}
     return f"{endpoint}{_object_path(bucket, blob)}?{urlencode(params)}"
-
-
-def md5_hex(md5_base64: str) -> str | None:
-    """The hex form of the base64 ``md5Hash`` GCS reports; ``None`` when it is not a 16-byte digest."""
-    try:
-        digest = base64.b64decode(md5_base64, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return digest.hex() if len(digest) == 16 else None
 
 
 def object_info(identity: str, metadata: Mapping[str, Any], *, pinned: bool) -> ObjectInfo:

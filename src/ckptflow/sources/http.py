@@ -21,6 +21,7 @@ from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import HttpSource
+from ckptflow.config.uris import http_from_uri
 from ckptflow.errors import AccessDenied, Error, InvalidConfig, NetworkError, NotFound
 from ckptflow.sources.base import (
     Body,
@@ -343,14 +344,6 @@ def http_client(settings: FetchSettings, *, timeout: float | None = None) -> htt
         timeout=httpx.Timeout(settings.timeout if timeout is None else timeout),
         follow_redirects=True,
     )
-
-
-def http_from_uri(uri: str) -> Result[HttpSource, Error]:
-    """``http(s)://host/path`` as an ``HttpSource`` (the URL is kept whole; it may carry a signature)."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return Failure(InvalidConfig(problems=(f"not an http(s) URL with a host: {redact_url(uri)}",)))
-    return Success(HttpSource(url=uri))
 
 
 _DEFAULT_TIMEOUT = attrs.fields(HttpSource).timeout.default

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 from returns.result import Failure, Result, Success
 
 from ckptflow.cache import hash_file
 from ckptflow.config.schema import LocalSource
-from ckptflow.errors import AccessDenied, ChecksumMismatch, Error, InvalidConfig, NotFound
+from ckptflow.config.uris import local_from_uri
+from ckptflow.errors import AccessDenied, ChecksumMismatch, Error, NotFound
 from ckptflow.sources.base import FetchSettings, SourceSpec
 
 __all__ = ["SOURCE", "fetch_local", "local_from_uri"]
-
-
-def local_from_uri(uri: str) -> Result[LocalSource, Error]:
-    """A bare path, or ``file:///abs/path`` (host empty or ``localhost``), as a ``LocalSource``."""
-    if not uri.lower().startswith("file:"):
-        return Success(LocalSource(path=uri))
-    parts = urlsplit(uri)
-    if parts.netloc not in ("", "localhost"):
-        return Failure(
-            InvalidConfig(
-                problems=(f"file URI {uri!r} names host {parts.netloc!r}; only local files are supported",)
-            )
-        )
-    path = url2pathname(unquote(parts.path))
-    if not path:
-        return Failure(InvalidConfig(problems=(f"file URI {uri!r} has no path",)))
-    return Success(LocalSource(path=path))
 
 
 def fetch_local(config: LocalSource, settings: FetchSettings) -> Result[Path, Error]:

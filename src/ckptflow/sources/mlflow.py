@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import attrs
 import mlflow.artifacts
 import requests  # type: ignore[import-untyped]
 from attrs import frozen
@@ -48,8 +47,10 @@ from ckptflow.cache import (
     open_cache,
     write_ref,
 )
-from ckptflow.config.converter import parse_mlflow_uri, split_model_uri, validate_mlflow
+from ckptflow.config.converter import validate_mlflow
 from ckptflow.config.schema import MlflowSource
+from ckptflow.config.uris import mlflow_from_uri as from_uri
+from ckptflow.config.uris import split_model_uri
 from ckptflow.errors import (
     AccessDenied,
     CacheUnavailable,
@@ -162,14 +163,6 @@ def target_of(source: MlflowSource) -> RunArtifact | ModelRef:
         return RunArtifact(run_id, path.strip("/"))
     name, ref = split_model_uri(uri) or ("", "")
     return ModelRef(name, ref)
-
-
-def from_uri(uri: str) -> Result[MlflowSource, Error]:
-    """Parse ``runs:/<run_id>/<artifact_path>``, ``models:/<name>/<version|alias>`` or ``models:/name@alias``.
-
-    Artifact paths with ``..``, a leading ``/``, NUL or backslashes are refused.
-    """
-    return parse_mlflow_uri(uri).alt(lambda e: attrs.evolve(e, source=uri))
 
 
 def tracking_uri_of(source: MlflowSource, environ: Mapping[str, str]) -> Result[str, Error]:

@@ -7,7 +7,6 @@ point's name is the source name, and the spec's ``schemes`` route URIs to it.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, cast
 from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import LocalSource, SourceConfig
+from ckptflow.config.uris import URI_SCHEMES, scheme_of, source_type_of
 from ckptflow.errors import Error, InvalidConfig
 from ckptflow.sources.base import SourceSpec
 
@@ -41,28 +41,10 @@ BUILTIN_SOURCES: Mapping[str, str] = {
 }
 """Source name (the config ``type``) → ``module:attribute`` of its ``SourceSpec``."""
 
-BUILTIN_SCHEMES: Mapping[str, str] = {
-    "file": "local",
-    "http": "http",
-    "https": "http",
-    "s3": "s3",
-    "gs": "gcs",
-    "az": "azure",
-    "runs": "mlflow",
-    "models": "mlflow",
-}
+BUILTIN_SCHEMES: Mapping[str, str] = URI_SCHEMES
 """URI scheme → source name, so routing a URI imports only the module it needs."""
 
 _EXTRAS = {"s3": "s3", "gcs": "gcs", "azure": "azure", "mlflow": "mlflow"}
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-
-
-def scheme_of(ref: str) -> str | None:
-    """The URI scheme of ``ref``, or None for a bare path (a Windows drive letter is not a scheme)."""
-    match = _SCHEME.match(ref)
-    if match is None or len(match.group(1)) == 1:
-        return None
-    return match.group(1).lower()
 
 
 def _plugins() -> dict[str, EntryPoint]:
@@ -117,11 +99,10 @@ def known_schemes() -> dict[str, str]:
 
 
 def _from_uri(ref: str) -> Result[tuple[SourceSpec, SourceConfig], Error]:
-    scheme = scheme_of(ref)
-    if scheme is None:
-        name = "local"
-    else:
-        schemes = BUILTIN_SCHEMES if scheme in BUILTIN_SCHEMES else known_schemes()
+    """Route by ``source_type_of`` (built-ins, Azure blob URLs included), else by a plugin's scheme."""
+    name = source_type_of(ref)
+    if name is None:
+        scheme, schemes = scheme_of(ref), known_schemes()
         if scheme not in schemes:
             listed = ", ".join(f"{s}://" for s in sorted(schemes))
             return Failure(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import botocore
 import botocore.session
@@ -38,6 +38,8 @@ from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
 from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
 
 from ckptflow.config.schema import S3Source
+from ckptflow.config.uris import s3_from_uri as from_uri
+from ckptflow.config.uris import without_userinfo
 from ckptflow.errors import AccessDenied, Error, InvalidConfig, NotFound, StageFailed
 from ckptflow.sources.base import FetchSettings, Interrupted, ObjectInfo, SourceSpec, TransferError, Transient
 from ckptflow.sources.http import parse_content_range, parse_retry_after
@@ -63,9 +65,7 @@ __all__ = [
 CHUNK_SIZE = 1024 * 1024
 """Bytes per read from a response body: large enough that per-chunk overhead is negligible."""
 
-_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _PLAIN_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s\"']+@")
 _NO_MD5_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
 
 _READ_ERRORS = (HTTPClientError, IncompleteReadError, Urllib3ProtocolError, Urllib3ReadTimeoutError)
@@ -80,76 +80,10 @@ _CREDENTIAL_HINT = (
 # --- addresses -------------------------------------------------------------------------------------
 
 
-def _redact(text: str) -> str:
-    """``text`` with any ``user:password@`` in URLs removed."""
-    return _URL_USERINFO.sub("", text)
-
-
 def identity_of(bucket: str, key: str, version_id: str | None = None) -> str:
     """The secret-free name of an object: ``s3://bucket/key``, plus ``?versionId=`` when pinned."""
     base = f"s3://{bucket}/{key}"
     return f"{base}?versionId={quote(version_id, safe='+/=')}" if version_id else base
-
-
-def from_uri(uri: str) -> Result[S3Source, Error]:
-    """Parse ``s3://bucket/key`` (optionally ``?versionId=...``) into an ``S3Source``.
-
-    The key is taken literally, as the AWS CLI does; the only query parameter understood is
-    ``versionId``.
-    """
-    shown = _redact(uri)
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme.lower() != "s3":
-        return Failure(InvalidConfig(problems=(f"{shown!r} is not an s3:// URI; write s3://<bucket>/<key>",)))
-    location, _, query = rest.partition("?")
-    bucket, _, key = location.partition("/")
-    problems = [
-        *_bucket_problems(bucket, shown),
-        *_key_problems(key, shown),
-    ]
-    version_id, query_problems = _version_from_query(query, shown)
-    problems.extend(query_problems)
-    if problems:
-        return Failure(InvalidConfig(problems=tuple(problems), source=shown))
-    return Success(S3Source(bucket=bucket, key=key, version_id=version_id))
-
-
-def _bucket_problems(bucket: str, shown: str) -> list[str]:
-    if not bucket:
-        return [f"{shown!r} has no bucket; write s3://<bucket>/<key>"]
-    if "@" in bucket or ":" in bucket:
-        return [
-            f"{shown!r}: credentials or a port do not belong in an s3:// URI; "
-            "use the environment, a profile, or endpoint_url"
-        ]
-    if not _BUCKET.fullmatch(bucket):
-        return [f"{shown!r}: {bucket!r} is not a valid bucket name (letters, digits, '.', '-', '_')"]
-    return []
-
-
-def _key_problems(key: str, shown: str) -> list[str]:
-    if not key:
-        return [f"{shown!r} has no object key; write s3://<bucket>/<key>"]
-    if key.endswith("/"):
-        return [f"{shown!r} names a prefix (it ends with '/'), not an object; name the checkpoint file"]
-    return []
-
-
-def _version_from_query(query: str, shown: str) -> tuple[str | None, list[str]]:
-    """The ``versionId`` in a query; ``+`` stays ``+`` (version ids contain it), ``%XX`` is decoded."""
-    if not query:
-        return None, []
-    pairs = [part.partition("=") for part in query.split("&")]
-    if any(not name or not sep for name, sep, _ in pairs):
-        return None, [f"{shown!r}: cannot read the query {query!r}; the only parameter is versionId=<id>"]
-    unknown = sorted({unquote(name) for name, _, _ in pairs} - {"versionId"})
-    versions = [unquote(value) for name, _, value in pairs if unquote(name) == "versionId"]
-    problems = [f"{shown!r}: unknown parameter {name!r}; the only parameter is versionId" for name in unknown]
-    if len(versions) > 1:
-        problems.append(f"{shown!r}: versionId is given more than once")
-    if versions and not versions[0]:
-        problems.append(f"{shown!r}: versionId is empty")
-    return (versions[0] or None) if versions else None, problems
 
 
 # --- the pure parts of talking to S3 ------------------------------------------------------------------
@@ -300,12 +234,12 @@ def _translate_client_error(error: ClientError, identity: str) -> TransferError:
         return Transient(
             cause=cause, retry_after=parse_retry_after(metadata.get("HTTPHeaders", {}).get("retry-after"))
         )
-    message = _redact(str(details.get("Message") or "no message"))
+    message = without_userinfo(str(details.get("Message") or "no message"))
     return StageFailed(detail=f"S3 refused the request for {identity}: {where}: {message}", source=identity)
 
 
 def _translate_botocore_error(error: BotoCoreError, identity: str) -> TransferError:
-    text = _redact(str(error))
+    text = without_userinfo(str(error))
     if isinstance(error, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
         return AccessDenied(what=identity, detail=_CREDENTIAL_HINT, source=identity)
     if isinstance(error, (ProfileNotFound, NoRegionError)):
@@ -326,7 +260,7 @@ def _translate_botocore_error(error: BotoCoreError, identity: str) -> TransferEr
 
 def _configuration_failure(error: BotoCoreError, identity: str) -> InvalidConfig:
     """The AWS configuration itself (profile, region, config files) is unusable."""
-    text = _redact(str(error))
+    text = without_userinfo(str(error))
     if isinstance(error, ProfileNotFound):
         return InvalidConfig(
             problems=(f"profile: {text}; name a profile from ~/.aws/config",), source=identity
@@ -416,7 +350,7 @@ def _endpoint_problems(endpoint: str | None) -> list[str]:
     parts = urlsplit(endpoint)
     if parts.scheme in ("http", "https") and parts.hostname:
         return []
-    return [f"endpoint_url: {_redact(endpoint)!r} is not an http(s)://host[:port] URL"]
+    return [f"endpoint_url: {without_userinfo(endpoint)!r} is not an http(s)://host[:port] URL"]
 
 
 def make_client(config: S3Source, settings: FetchSettings) -> Result[Any, Error]:
