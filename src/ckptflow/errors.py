@@ -53,13 +53,19 @@ def _where(source: str | None, stage: str | None) -> str:
 
 
 @frozen(kw_only=True)
-class InvalidConfig:
+class Located:
+    """Where a failure happened, shared by every failure value: the source and the stage."""
+
+    source: str | None = None
+    stage: str | None = None
+
+
+@frozen(kw_only=True)
+class InvalidConfig(Located):
     """A configuration or argument could not be accepted; ``problems`` lists each with its path."""
 
     kind: ClassVar[str] = "invalid_config"
     problems: tuple[str, ...] = field(converter=strs)
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -68,14 +74,12 @@ class InvalidConfig:
 
 
 @frozen(kw_only=True)
-class NotFound:
+class NotFound(Located):
     """The checkpoint (file, object, artifact, cached entry) does not exist."""
 
     kind: ClassVar[str] = "not_found"
     what: str
     hint: str = ""
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -84,14 +88,12 @@ class NotFound:
 
 
 @frozen(kw_only=True)
-class AccessDenied:
+class AccessDenied(Located):
     """The store refused the credentials (401/403, AccessDenied, permission error)."""
 
     kind: ClassVar[str] = "access_denied"
     what: str
     detail: str = ""
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -100,15 +102,13 @@ class AccessDenied:
 
 
 @frozen(kw_only=True)
-class NetworkError:
+class NetworkError(Located):
     """A transfer failed after all retries; ``attempts`` counts them and ``cause`` is the last one."""
 
     kind: ClassVar[str] = "network_error"
     what: str
     attempts: int
     cause: str
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -119,7 +119,7 @@ class NetworkError:
 
 
 @frozen(kw_only=True)
-class ChecksumMismatch:
+class ChecksumMismatch(Located):
     """The downloaded or local bytes do not have the expected digest."""
 
     kind: ClassVar[str] = "checksum_mismatch"
@@ -128,8 +128,6 @@ class ChecksumMismatch:
     actual: str
     algorithm: str = "sha256"
     discarded: bool = True
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -141,14 +139,12 @@ class ChecksumMismatch:
 
 
 @frozen(kw_only=True)
-class CorruptCheckpoint:
+class CorruptCheckpoint(Located):
     """The file exists but cannot be read as a checkpoint (truncated, garbage, bad archive)."""
 
     kind: ClassVar[str] = "corrupt_checkpoint"
     path: str
     detail: str
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -159,14 +155,12 @@ class CorruptCheckpoint:
 
 
 @frozen(kw_only=True)
-class UnsafeCheckpoint:
+class UnsafeCheckpoint(Located):
     """Reading would need pickled globals outside the safe set; the payload was not run."""
 
     kind: ClassVar[str] = "unsafe_checkpoint"
     path: str
     globals: tuple[str, ...] = field(converter=strs)
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -179,13 +173,11 @@ class UnsafeCheckpoint:
 
 
 @frozen(kw_only=True)
-class UnknownFormat:
+class UnknownFormat(Located):
     """The payload is not one of the known checkpoint layouts."""
 
     kind: ClassVar[str] = "unknown_format"
     keys: tuple[str, ...] = field(converter=strs)
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -197,7 +189,7 @@ class UnknownFormat:
 
 
 @frozen(kw_only=True)
-class IncompatibleState:
+class IncompatibleState(Located):
     """A strict load found missing/unexpected keys or mismatched shapes, or state that cannot be restored."""
 
     kind: ClassVar[str] = "incompatible_state"
@@ -205,8 +197,6 @@ class IncompatibleState:
     unexpected: tuple[str, ...] = field(default=(), converter=strs)
     mismatched: tuple[str, ...] = field(default=(), converter=strs)
     detail: str = ""
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -224,15 +214,13 @@ class IncompatibleState:
 
 
 @frozen(kw_only=True)
-class NothingMatched:
+class NothingMatched(Located):
     """Transfer learning found no tensor whose name and shape match the model."""
 
     kind: ClassVar[str] = "nothing_matched"
     hint: str
     checkpoint_keys: tuple[str, ...] = field(default=(), converter=strs)
     model_keys: tuple[str, ...] = field(default=(), converter=strs)
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -244,14 +232,12 @@ class NothingMatched:
 
 
 @frozen(kw_only=True)
-class FreezeTargetNotFound:
+class FreezeTargetNotFound(Located):
     """A freeze/unfreeze pattern names no module of the model."""
 
     kind: ClassVar[str] = "freeze_target_not_found"
     target: str
     close_matches: tuple[str, ...] = field(default=(), converter=strs)
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -264,14 +250,12 @@ class FreezeTargetNotFound:
 
 
 @frozen(kw_only=True)
-class CacheUnavailable:
+class CacheUnavailable(Located):
     """The cache directory cannot be created or written."""
 
     kind: ClassVar[str] = "cache_unavailable"
     directory: str
     detail: str
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
@@ -282,13 +266,11 @@ class CacheUnavailable:
 
 
 @frozen(kw_only=True)
-class StageFailed:
+class StageFailed(Located):
     """A stage could not do its work for a reason no more specific failure describes."""
 
     kind: ClassVar[str] = "stage_failed"
     detail: str
-    source: str | None = None
-    stage: str | None = None
 
     @property
     def message(self) -> str:
