@@ -13,7 +13,7 @@ import httpx
 import pytest
 from returns.result import Failure, Success
 
-from ckptflow.config.schema import AzureSource
+from ckptflow.config.schema import AzureSource, HttpSource
 from ckptflow.errors import AccessDenied, ChecksumMismatch, InvalidConfig, NotFound
 from ckptflow.fetch import fetch
 from ckptflow.sources.azure import (
@@ -42,6 +42,7 @@ from ckptflow.sources.azure_auth import (
     sign_request,
 )
 from ckptflow.sources.base import ObjectInfo
+from ckptflow.sources.registry import resolve
 from ckptflow.sources.retry import RetryPolicy
 from tests.fixtures.azurite import AZ_BLOB, AZ_CONTAINER, AZ_SPACED_BLOB, AzuriteServer, read_sas
 from tests.fixtures.gcs_server import InterruptOnce, engine_events
@@ -117,6 +118,39 @@ def test_a_failure_for_a_sas_url_does_not_show_the_signature() -> None:
 
 def test_source_spec_routes_the_az_scheme_to_azure_configs() -> None:
     assert (SOURCE.name, SOURCE.schemes, SOURCE.config_type) == ("azure", ("az",), AzureSource)
+
+
+def test_the_registry_routes_a_blob_service_url_to_the_azure_source() -> None:
+    spec, config = resolve("https://acct.blob.core.windows.net/models/m.pt?sv=1&sig=abc").unwrap()
+    assert spec is SOURCE
+    assert config == AzureSource(
+        container="models",
+        blob="m.pt",
+        account="acct",
+        endpoint_url="https://acct.blob.core.windows.net",
+        sas_token="sv=1&sig=abc",
+    )
+
+
+def test_the_registry_keeps_other_https_urls_on_the_http_source() -> None:
+    spec, config = resolve("https://files.example.com/models/m.pt").unwrap()
+    assert (spec.name, config) == ("http", HttpSource(url="https://files.example.com/models/m.pt"))
+
+
+def test_a_blob_service_url_is_fetched_as_a_blob_with_its_sas(tmp_path: Path) -> None:
+    payload = b"weights from the blob service"
+    seen: list[httpx.Request] = []
+
+    def blob_service(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = {"Content-Length": str(len(payload)), "ETag": '"0x1"', "Accept-Ranges": "bytes"}
+        return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else payload)
+
+    url = "https://acct.blob.core.windows.net/models/m.pt?sv=2021-08-06&sr=b&sp=r&sig=SECRETSIG"
+    path = fetch(url, cache_dir=tmp_path, transport=httpx.MockTransport(blob_service))
+    assert path.unwrap().read_bytes() == payload
+    assert all(r.headers["x-ms-version"] == API_VERSION for r in seen)
+    assert all(r.url.params["sig"] == "SECRETSIG" for r in seen)
 
 
 @pytest.mark.parametrize(
