@@ -18,20 +18,41 @@ __all__ = ["BlobAudit", "Fetcher", "blob_dir", "open_gate", "start_fetchers"]
 ROOT = Path(__file__).resolve().parents[2]
 
 _CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 from returns.result import Failure
 from ckptflow.fetch import fetch
 from ckptflow.sources.retry import RetryPolicy
 
-url, cache_dir, gate, name = sys.argv[1:5]
-if gate:
-    Path(gate, f"ready-{name}").touch()
-    while not Path(gate, "go").exists():
-        time.sleep(0.002)
-result = fetch(url, cache_dir=cache_dir, options={"retry": RetryPolicy(base=0.01, cap=0.05)})
-answer = {"kind": result.failure().kind} if isinstance(result, Failure) else {"path": str(result.unwrap())}
-print(json.dumps(answer))
+url, cache_dir, gate, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def run(name):
+    if gate:
+        Path(gate, f"ready-{name}").touch()
+        while not Path(gate, "go").exists():
+            time.sleep(0.002)
+    result = fetch(url, cache_dir=cache_dir, options={"retry": RetryPolicy(base=0.01, cap=0.05)})
+    if isinstance(result, Failure):
+        return {"pid": os.getpid(), "kind": result.failure().kind}
+    return {"pid": os.getpid(), "path": str(result.unwrap())}
+
+if count == 1:
+    print(json.dumps([run(0)]))
+else:
+    children = []
+    for i in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                Path(gate, f"answer-{i}.json").write_text(json.dumps(run(i)))
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    print(json.dumps([json.loads(Path(gate, f"answer-{i}.json").read_text()) for i in range(count)]))
+    sys.exit(max(codes))
 """
 
 
@@ -75,31 +96,34 @@ class BlobAudit:
 
 @define
 class Fetcher:
-    """A fetching process in a fresh interpreter: its handle and, once finished, its JSON answer."""
+    """A fresh interpreter fetching a URL, itself or through ``count`` processes forked after its imports."""
 
     process: subprocess.Popen[str]
 
-    def answer(self, timeout: float = 240.0) -> dict[str, Any]:
+    def answers(self, timeout: float = 240.0) -> list[dict[str, Any]]:
+        """Each fetching process's pid and its path (or failure kind)."""
         out, err = self.process.communicate(timeout=timeout)
         assert self.process.returncode == 0, f"fetching process failed:\n{err}"
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        result: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
         return result
 
 
-def start_fetchers(url: str, cache_dir: Path, count: int, *, gate: Path | None = None) -> list[Fetcher]:
-    """Start ``count`` interpreters fetching ``url``; with ``gate`` they wait for ``gate/go`` after import."""
-    return [
-        Fetcher(
-            subprocess.Popen(
-                [sys.executable, "-c", _CHILD, url, str(cache_dir), str(gate or ""), str(i)],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+def start_fetchers(url: str, cache_dir: Path, count: int = 1, *, gate: Path | None = None) -> Fetcher:
+    """Fetch ``url`` from ``count`` processes: a fresh interpreter, forked after its imports when count > 1.
+
+    With ``gate`` each waits for ``gate/go`` once ready (``gate/ready-<i>``), so all start at once;
+    forking from the fresh interpreter pays the import of torch once, not once per process.
+    """
+    assert count == 1 or gate is not None, "several fetchers need a gate directory for their answers"
+    return Fetcher(
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, url, str(cache_dir), str(gate or ""), str(count)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        for i in range(count)
-    ]
+    )
 
 
 def open_gate(gate: Path, count: int, *, timeout: float = 240.0) -> None:

@@ -38,7 +38,7 @@ def _settled(server: FaultServer) -> int:
 
 
 def _kill_half_way(server: FaultServer, url: str, cache_dir: Path, audit: BlobAudit) -> None:
-    (child,) = start_fetchers(url, cache_dir, 1)
+    child = start_fetchers(url, cache_dir)
     try:
         audit.watch(lambda: server.bytes_served >= SIZE // 2 or child.process.poll() is not None, every=0.002)
         assert child.process.poll() is None, "the fetching process ended before it could be killed"
