@@ -15,11 +15,13 @@ import httpx
 import pytest
 
 from ckptflow.cache import Cache, blob_path, lookup, open_cache, part_path
-from ckptflow.errors import CacheUnavailable, ChecksumMismatch, NetworkError, NotFound
+from ckptflow.errors import CacheUnavailable, ChecksumMismatch, InvalidConfig, NetworkError, NotFound
 from ckptflow.sources.base import FetchSettings, ObjectInfo
 from ckptflow.sources.http import HttpObject, info_from_headers, url_identity
+from ckptflow.sources.parts import Ledger, ledger_path, read_ledger, write_ledger
 from ckptflow.sources.progress import progress_sink
 from ckptflow.sources.retry import RetryPolicy
+from ckptflow.sources.s3 import S3Object
 from ckptflow.sources.transfer import download
 from tests.fixtures.fault_server import Faults, FaultServer
 
@@ -391,3 +393,185 @@ def test_a_stale_part_from_an_earlier_run_that_fails_verification_is_downloaded_
     path = download(obj_for(client, url), settings(cache_dir, sha256=DIGEST)).unwrap()
     assert path.read_bytes() == DATA
     assert [r.range for r in http_server.requests if r.method == "GET"] == ["bytes=1000000-", None]
+
+
+# --- parallel ranged downloads -------------------------------------------------------------------
+
+PART = 256 * 1024
+PART_COUNT = -(-SIZE // PART)
+
+
+def parallel(cache_dir: Path, concurrency: int = 4, **kw) -> FetchSettings:
+    options = {
+        "retry": kw.pop("policy", FAST),
+        "parallel_threshold": 0,
+        "part_size": PART,
+        "max_concurrency": concurrency,
+    }
+    return FetchSettings(cache_dir=cache_dir, progress=kw.pop("progress", False), options=options, **kw)
+
+
+def ranged_gets(server: FaultServer) -> list[str]:
+    return [r.range for r in server.requests if r.method == "GET" and r.range]
+
+
+def part_ranges(indices) -> set[str]:
+    return {f"bytes={i * PART}-{min(SIZE, (i + 1) * PART) - 1}" for i in indices}
+
+
+def ledgers(cache_dir: Path) -> list[Path]:
+    return list(cache_of(cache_dir).tmp.glob("*.parts"))
+
+
+def test_a_parallel_download_fetches_each_part_once_and_places_the_exact_bytes(
+    http_server, client, cache_dir
+):
+    url = http_server.put("w.pt", DATA)
+    path = download(obj_for(client, url), parallel(cache_dir)).unwrap()
+    assert path == blob_path(cache_of(cache_dir), DIGEST)
+    assert path.read_bytes() == DATA
+    assert set(ranged_gets(http_server)) == part_ranges(range(PART_COUNT))
+    assert len(ranged_gets(http_server)) == PART_COUNT
+    assert parts(cache_dir) == [] and ledgers(cache_dir) == []
+
+
+def test_every_part_request_is_pinned_to_the_version(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    download(obj_for(client, url), parallel(cache_dir)).unwrap()
+    gets = [r for r in http_server.requests if r.method == "GET"]
+    assert {r.if_range for r in gets} == {http_server.files["/w.pt"].etag}
+
+
+def test_small_objects_stay_a_single_stream_under_the_default_threshold(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    download(obj_for(client, url), settings(cache_dir)).unwrap()
+    assert [r.range for r in http_server.requests if r.method == "GET"] == [None]
+
+
+def test_a_part_dropped_midway_is_retried_alone_from_where_it_stopped(http_server, client, cache_dir, caplog):
+    url = http_server.put("w.pt", DATA)
+    http_server.faults = Faults(drop_after=100_000)
+    with caplog.at_level(logging.INFO, logger="ckptflow"):
+        assert download(obj_for(client, url), parallel(cache_dir)).unwrap().read_bytes() == DATA
+    assert http_server.bytes_served <= SIZE + PART
+    requested = ranged_gets(http_server)
+    retried = [r for r in requested if r not in part_ranges(range(PART_COUNT))]
+    assert len(requested) == PART_COUNT + 1 and len(retried) == 1
+    retries = [r.ckptflow_data for r in caplog.records if getattr(r, "ckptflow_event", "") == "fetch.retry"]
+    assert len(retries) == 1 and "part" in retries[0]
+
+
+def test_a_later_run_fetches_only_the_parts_an_interrupted_run_missed(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    http_server.faults = Faults(fail_from=5)  # the HEAD and four parts get through, then an outage
+    failed = download(obj_for(client, url), parallel(cache_dir, concurrency=2))
+    assert isinstance(failed.failure(), NetworkError)
+    [ledger_file] = ledgers(cache_dir)
+    ledger = read_ledger(ledger_file)
+    assert ledger is not None and 0 < len(ledger.done) < PART_COUNT
+    http_server.faults = Faults()
+    http_server.requests = []
+    http_server.bytes_served = 0
+    assert download(obj_for(client, url), parallel(cache_dir)).unwrap().read_bytes() == DATA
+    missing = set(range(PART_COUNT)) - ledger.done
+    assert sorted(ranged_gets(http_server)) == sorted(part_ranges(missing))
+    assert parts(cache_dir) == [] and ledgers(cache_dir) == []
+
+
+def test_a_parallel_part_can_continue_as_a_single_stream_and_back(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    http_server.faults = Faults(drop_after=1_000_000, fail_from=2)
+    download(obj_for(client, url), settings(cache_dir))  # one stream leaves 1,000,000 bytes
+    http_server.faults = Faults()
+    http_server.requests = []
+    assert download(obj_for(client, url), parallel(cache_dir)).unwrap().read_bytes() == DATA
+    kept = 1_000_000 // PART  # whole parts inside the bytes the single stream left
+    assert sorted(ranged_gets(http_server)) == sorted(part_ranges(range(kept, PART_COUNT)))
+
+
+def test_a_server_ignoring_range_falls_back_to_one_stream(http_server, client, cache_dir, caplog):
+    url = http_server.put("w.pt", DATA)
+    http_server.faults = Faults(ignore_range=True)
+    with caplog.at_level(logging.INFO, logger="ckptflow"):
+        assert download(obj_for(client, url), parallel(cache_dir)).unwrap().read_bytes() == DATA
+    events = [getattr(r, "ckptflow_event", None) for r in caplog.records]
+    assert "fetch.fallback" in events
+    assert parts(cache_dir) == [] and ledgers(cache_dir) == []
+
+
+def test_a_parallel_checksum_mismatch_keeps_nothing(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    http_server.faults = Faults(wrong_bytes=True)
+    failure = download(obj_for(client, url), parallel(cache_dir, sha256=DIGEST)).failure()
+    assert isinstance(failure, ChecksumMismatch)
+    assert blobs(cache_dir) == [] and parts(cache_dir) == [] and ledgers(cache_dir) == []
+
+
+def test_store_checksums_are_verified_after_a_parallel_download(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    obj = obj_for(client, url, read_info=with_checksums(md5=hashlib.md5(b"other").hexdigest()))
+    assert isinstance(download(obj, parallel(cache_dir)).failure(), ChecksumMismatch)
+    good = obj_for(client, url, read_info=with_checksums(md5=hashlib.md5(DATA).hexdigest()))
+    assert download(good, parallel(cache_dir)).unwrap().read_bytes() == DATA
+
+
+def test_an_object_changed_during_a_parallel_download_yields_the_new_content(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    new = os.urandom(SIZE)
+    http_server.faults = Faults(change_after=100_000, changed_to=new)
+    path = download(obj_for(client, url), parallel(cache_dir)).unwrap()
+    assert path.read_bytes() == new
+    assert lookup(cache_of(cache_dir), url_identity(url), http_server.files["/w.pt"].etag) == path
+
+
+def test_parallel_progress_is_monotonic_and_ends_at_the_size(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    http_server.faults = Faults(drop_after=100_000)
+    seen: list[tuple[int, int | None]] = []
+    progress = parallel(cache_dir, progress=lambda d, t: seen.append((d, t)))
+    download(obj_for(client, url), progress).unwrap()
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    assert seen[-1] == (SIZE, SIZE)
+
+
+def test_a_resumed_part_file_whose_parts_do_not_verify_is_fetched_again(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    info = obj_for(client, url).stat().unwrap()
+    held = part_path(cache_of(cache_dir), info.identity, info.version)
+    write_ledger(
+        ledger_path(held), Ledger(size=SIZE, version=info.version, part_size=PART, done=frozenset({0, 1}))
+    )
+    held.write_bytes(b"\0" * SIZE)  # claims two finished parts that hold zeros
+    assert download(obj_for(client, url), parallel(cache_dir, sha256=DIGEST)).unwrap().read_bytes() == DATA
+
+
+def test_a_whole_size_part_without_a_ledger_or_any_checksum_is_not_trusted(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    info = obj_for(client, url).stat().unwrap()
+    part_path(cache_of(cache_dir), info.identity, info.version).write_bytes(b"\0" * SIZE)
+    assert download(obj_for(client, url), settings(cache_dir)).unwrap().read_bytes() == DATA
+
+
+def test_bad_parallel_options_are_invalid_config_before_any_request(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    bad = FetchSettings(cache_dir=cache_dir, progress=False, options={"part_size": 10})
+    failure = download(obj_for(client, url), bad).failure()
+    assert isinstance(failure, InvalidConfig) and "options.part_size" in failure.message
+    assert http_server.count() == 0
+
+
+def test_offline_mode_is_unchanged_by_parallel_options(http_server, client, cache_dir):
+    url = http_server.put("w.pt", DATA)
+    online = download(obj_for(client, url), parallel(cache_dir)).unwrap()
+    before = http_server.count()
+    assert download(obj_for(client, url), parallel(cache_dir, offline=True)).unwrap() == online
+    assert http_server.count() == before
+
+
+def test_s3_objects_download_in_parallel_parts_too(s3_bucket, cache_dir):
+    s3_bucket.put("w.pt", DATA)
+    obj = S3Object(client=s3_bucket.client, bucket=s3_bucket.name, key="w.pt")
+    path = download(obj, parallel(cache_dir)).unwrap()
+    assert path.read_bytes() == DATA
+    assert parts(cache_dir) == [] and ledgers(cache_dir) == []

@@ -6,9 +6,16 @@ from the current offset pinned to the object's version → verify size, sha256 (
 → atomic rename into ``blobs/`` plus a ref. Offline mode (``settings.offline`` or ``CKPTFLOW_OFFLINE=1``)
 answers from refs alone without any request.
 
+Large objects whose store answers ranges go in parallel parts (``ckptflow.sources.parts``): each part is
+a ranged ``open(info, start, end)`` pinned to the version, written at its offset into the preallocated
+part file, retried on its own; a ledger beside the part file lists the finished parts so a later run
+fetches only the missing ones; the digests follow the finished prefix. A store that ignores Range
+sends the download back to one stream.
+
 Backend-independent knobs in ``settings.options``: ``retry`` (a ``RetryPolicy``), ``lock_wait`` (seconds
 to wait for another process downloading the same object; default: while it is alive) and
-``lock_stale_after`` (seconds without a heartbeat after which a lock is broken).
+``lock_stale_after`` (seconds without a heartbeat after which a lock is broken), and the parallel knobs
+``parallel_threshold``, ``part_size`` and ``max_concurrency`` (see ``parts.parallel_settings``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -53,6 +61,28 @@ from ckptflow.sources.base import (
     TransferError,
     Transient,
 )
+from ckptflow.sources.parts import (
+    Changed,
+    Done,
+    Ledger,
+    ParallelSettings,
+    Part,
+    PartsDownload,
+    PartsOutcome,
+    PrefixHasher,
+    RangeIgnored,
+    Stopped,
+    contiguous_prefix,
+    ledger_path,
+    parallel_settings,
+    parts_within,
+    plan_parts,
+    read_ledger,
+    record_part,
+    remove_ledger,
+    wants_parallel,
+    write_ledger,
+)
 from ckptflow.sources.progress import progress_sink
 from ckptflow.sources.retry import RetryPolicy, policy_from, with_retries
 
@@ -82,15 +112,15 @@ def log_event(name: str, identity: str, **data: Any) -> None:
 
 
 class _Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
 
 class _Crc32c:
     def __init__(self) -> None:
         self._checksum: Any = _crc32c_module.Checksum()
 
-    def update(self, data: bytes, /) -> None:
-        self._checksum.update(data)
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._checksum.update(data if isinstance(data, bytes) else bytes(data))
 
     def result(self) -> str:
         return base64.b64encode(self._checksum.digest()).decode("ascii")
@@ -104,7 +134,7 @@ class _Digests:
         self.md5 = hashlib.md5(usedforsecurity=False) if "md5" in info.checksums else None
         self.crc32c = _Crc32c() if "crc32c" in info.checksums and _crc32c_module is not None else None
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         hashers: list[_Hasher | None] = [self.sha256, self.md5, self.crc32c]
         for hasher in hashers:
             if hasher is not None:
@@ -161,9 +191,10 @@ class _Transfer:
         policy: RetryPolicy,
         sha256: str | None,
         lock: IdentityLock | None,
+        parallel: ParallelSettings,
     ) -> None:
         self.cache, self.obj, self.info, self.settings = cache, obj, info, settings
-        self.policy, self.sha256, self.lock = policy, sha256, lock
+        self.policy, self.sha256, self.lock, self.parallel = policy, sha256, lock, parallel
         self.identity = info.identity
         self.digests = _Digests(info)
         self.offset = 0
@@ -171,6 +202,8 @@ class _Transfer:
         self.retrying = False
         self.inherited = False
         self.sink = progress_sink(settings.progress, info.identity)
+        self.received = 0
+        self._progress_lock = threading.Lock()
 
     def run(self) -> Result[Path, Error]:
         action = decide(cache_state(self.cache, self.info, sha256=self.sha256), self.info, sha256=self.sha256)
@@ -181,14 +214,12 @@ class _Transfer:
             self.file, self.path, shared = _open_part(part_path(self.cache, self.identity, self.info.version))
         except OSError as exc:
             return self._unwritable(exc)
+        self.ledger = ledger_path(self.path)
         try:
-            start = action.offset if isinstance(action, Resume) and shared else 0
-            self._reset(start)
-            self.inherited = self.offset > 0
+            held = action.offset if isinstance(action, Resume) and shared else 0
+            ledger = read_ledger(self.ledger) if shared else None
             log_event("fetch.started", self.identity, size=self.info.size, version=self.info.version)
-            if self.offset:
-                log_event("fetch.resumed", self.identity, offset=self.offset)
-            return self._download()
+            return self._fetch(held, ledger)
         except OSError as exc:  # the part file could not be written (disk full, permissions)
             return self._unwritable(exc)
         finally:
@@ -196,6 +227,155 @@ class _Transfer:
             self.sink.close()
             if not shared:
                 self.path.unlink(missing_ok=True)
+                remove_ledger(self.ledger)
+
+    def _fetch(self, held: int, ledger: Ledger | None) -> Result[Path, Error]:
+        """Continue from what the part file holds: in parallel parts when the object qualifies, else one
+        stream from the longest prefix that can be trusted."""
+        if wants_parallel(self.info, self.parallel):
+            return self._parallel(self._finished_parts(held, ledger))
+        self._reset(self._trusted_prefix(held, ledger))
+        remove_ledger(self.ledger)
+        self.inherited = self.offset > 0
+        if self.offset:
+            log_event("fetch.resumed", self.identity, offset=self.offset)
+        return self._download()
+
+    def _verifiable(self) -> bool:
+        known = {"md5"} | ({"crc32c"} if _crc32c_module is not None else set())
+        return self.sha256 is not None or bool(known & set(self.info.checksums))
+
+    def _describes(self, ledger: Ledger | None, held: int) -> bool:
+        """A ledger speaks for the part file only when written for this object and the file is whole-size."""
+        return (
+            ledger is not None
+            and (ledger.size, ledger.version) == (self.info.size, self.info.version)
+            and held == ledger.size
+        )
+
+    def _trusted_prefix(self, held: int, ledger: Ledger | None) -> int:
+        """How many leading bytes of the part file are known good.
+
+        With a ledger that describes the file: its finished parts' contiguous prefix. A ledger for
+        another layout of the object means holes may be anywhere: nothing. Without a ledger the file was
+        written in order (a ledger is always written before a file is extended for parts), except that
+        a whole-size file that nothing can verify is not trusted.
+        """
+        if ledger is not None and self._describes(ledger, held):
+            return contiguous_prefix(plan_parts(ledger.size, ledger.part_size), ledger.done)
+        if ledger is not None and (ledger.size, ledger.version) != (self.info.size, self.info.version):
+            return 0
+        if held == self.info.size and not self._verifiable():
+            return 0
+        return held
+
+    def _finished_parts(self, held: int, ledger: Ledger | None) -> frozenset[int]:
+        parts = self._parts()
+        if (
+            ledger is not None
+            and self._describes(ledger, held)
+            and ledger.part_size == self.parallel.part_size
+        ):
+            return ledger.done
+        return parts_within(parts, self._trusted_prefix(held, ledger))
+
+    def _parts(self) -> tuple[Part, ...]:
+        assert self.info.size is not None  # wants_parallel holds
+        return plan_parts(self.info.size, self.parallel.part_size)
+
+    def _parallel(self, done: frozenset[int]) -> Result[Path, Error]:
+        """Fetch the missing parts concurrently, then verify and place as for one stream."""
+        parts = self._parts()
+        size = parts[-1].end
+        write_ledger(
+            self.ledger,
+            Ledger(size=size, version=self.info.version, part_size=self.parallel.part_size, done=done),
+        )
+        self.file.truncate(size)
+        todo = [p for p in parts if p.index not in done]
+        self.digests = _Digests(self.info)
+        self.inherited = bool(done)
+        self.received = sum(p.length for p in parts if p.index in done)
+        if done:
+            log_event("fetch.resumed", self.identity, offset=self.received, parts=len(done))
+        log_event(
+            "fetch.parallel",
+            self.identity,
+            parts=len(parts),
+            missing=len(todo),
+            part_size=self.parallel.part_size,
+            concurrency=min(self.parallel.max_concurrency, len(todo)),
+        )
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            hasher = PrefixHasher(self.digests.update, fd, parts, done)
+            outcome = PartsDownload(
+                self.obj,
+                self.info,
+                fd=fd,
+                todo=todo,
+                hasher=hasher,
+                policy=self.policy,
+                concurrency=self.parallel.max_concurrency,
+                on_bytes=self._landed,
+                on_part=lambda part: record_part(self.ledger, part.index),
+                on_retry=self._on_part_retry,
+            ).run()
+        finally:
+            os.close(fd)
+        return outcome.bind(lambda result: self._after_parts(result, hasher))
+
+    def _after_parts(self, outcome: PartsOutcome, hasher: PrefixHasher) -> Result[Path, Error]:
+        """All parts in: verify and place. A store ignoring Range, or a changed object: one fresh stream."""
+        match outcome:
+            case Done():
+                self.offset = hasher.frontier
+                log_event("fetch.parts_done", self.identity, read_back=hasher.read_back)
+                return self._finish(None)
+            case Changed(info):
+                log_event("fetch.restarted", self.identity, reason="the object changed during the download")
+                self.info = attrs.evolve(info, identity=self.identity)
+            case RangeIgnored(_, detail) if self._refresh_info():
+                log_event("fetch.restarted", self.identity, reason=f"the object changed: {detail}")
+            case RangeIgnored(_, detail):
+                log_event(
+                    "fetch.fallback", self.identity, reason=f"the store ignored a ranged read: {detail}"
+                )
+            case Stopped():
+                raise AssertionError("a stopped part never decides a download")
+        self._reset(0)
+        remove_ledger(self.ledger)
+        self.inherited = False
+        return self._download()
+
+    def _refresh_info(self) -> bool:
+        """Describe the object afresh (keeping the cache identity); True when its version or size changed."""
+        fresh = self.obj.stat()
+        if not isinstance(fresh, Success):
+            return False
+        before = (self.info.version, self.info.size)
+        self.info = attrs.evolve(fresh.unwrap(), identity=self.identity)
+        return (self.info.version, self.info.size) != before
+
+    def _landed(self, n: int) -> None:
+        """Progress from several threads: one running total, reported in order."""
+        with self._progress_lock:
+            self.received += n
+            self.sink.update(self.received, self.info.size)
+        if self.lock is not None:
+            self.lock.refresh()
+
+    def _on_part_retry(self, part: Part, attempt: int, failure: Transient, delay: float) -> None:
+        log_event(
+            "fetch.retry",
+            self.identity,
+            attempt=attempt,
+            cause=failure.cause,
+            delay=round(delay, 3),
+            part=part.index,
+        )
+        if self.lock is not None:
+            self.lock.refresh(every=0.0)
 
     def _download(self) -> Result[Path, Error]:
         result = with_retries(
@@ -262,9 +442,7 @@ class _Transfer:
             return Failure(Transient(cause=f"body starts at byte {body.start}, past the {self.offset} held"))
         if body.start < self.offset:
             log_event("fetch.restarted", self.identity, held=self.offset, start=body.start)
-            fresh = self.obj.stat()
-            if isinstance(fresh, Success):
-                self.info = attrs.evolve(fresh.unwrap(), identity=self.identity)
+            self._refresh_info()
             self._reset(body.start)
         return Success(None)
 
@@ -294,6 +472,7 @@ class _Transfer:
     def _discard(self) -> None:
         self.file.close()
         self.path.unlink(missing_ok=True)
+        remove_ledger(self.ledger)
 
     def _mismatch(self, actual: str) -> ChecksumMismatch | None:
         """The expected sha256 if given, else the store's own checksums, against what was received."""
@@ -321,7 +500,7 @@ class _Transfer:
             self.inherited = False
             log_event("fetch.restarted", self.identity, reason="the resumed part did not verify")
             self._reset(0)
-            return self._download()
+            return self._fetch(0, None)
         if wrong is not None:
             self._discard()
             return Failure(wrong)
@@ -329,6 +508,7 @@ class _Transfer:
             self.cache, self.path, sha256=actual, identity=self.identity, version=self.info.version, move=True
         )
         if isinstance(placed, Success):
+            remove_ledger(self.ledger)
             log_event("fetch.done", self.identity, size=self.offset, sha256=actual)
         return placed
 
@@ -387,6 +567,7 @@ def _online(
     settings: FetchSettings,
     policy: RetryPolicy,
     sha256: str | None,
+    parallel: ParallelSettings,
 ) -> Result[Path, Error]:
     cached = _cached(cache, info, settings, sha256)
     if cached is not None:
@@ -394,7 +575,7 @@ def _online(
     wait = settings.options.get("lock_wait")
     stale_after = float(settings.options.get("lock_stale_after", 300.0))
     with identity_lock(cache, info.identity, wait=wait, stale_after=stale_after) as lock:
-        return _Transfer(cache, obj, info, settings, policy, sha256, lock).run()
+        return _Transfer(cache, obj, info, settings, policy, sha256, lock, parallel).run()
 
 
 def download(
@@ -413,6 +594,10 @@ def download(
     sha256 = settings.sha256.strip().lower() if settings.sha256 else None
     if sha256 is not None and not is_sha256(sha256):
         return Failure(InvalidConfig(problems=(f"sha256: expected 64 hex digits, got {settings.sha256!r}",)))
+    chosen = parallel_settings(settings.options)
+    if not isinstance(chosen, Success):
+        return Failure(chosen.failure())
+    parallel = chosen.unwrap()
     name = identity if identity is not None else getattr(obj, "identity", None)
     retry = policy if policy is not None else policy_from(settings.options)
 
@@ -433,7 +618,7 @@ def download(
             ),
         )
         keyed = stat.map(lambda info: info if name is None else attrs.evolve(info, identity=name))
-        return keyed.bind(lambda info: _online(cache, obj, info, settings, retry, sha256))
+        return keyed.bind(lambda info: _online(cache, obj, info, settings, retry, sha256, parallel))
 
     return open_cache(settings.cache_dir).bind(run)
 

@@ -1,0 +1,496 @@
+"""Parallel ranged downloads: which parts, which are done, and the hash of the finished prefix.
+
+A large object whose store answers byte ranges is fetched as fixed-size parts, each by its own thread
+writing at its offset into the one preallocated ``.part`` file. Three pieces live here:
+
+* the decision (pure): ``parallel_settings`` reads the knobs from ``FetchSettings.options``,
+  ``plan_parts`` cuts ``[0, size)`` into parts, ``wants_parallel`` says whether an object qualifies;
+* the ledger (a sidecar ``<key>.parts`` next to ``<key>.part``): the layout it was written for and
+  the index of every completed part, so a later run fetches only the missing parts. It is written
+  before the part file is extended, so a part file with holes always has one;
+* ``PrefixHasher``: digests must see the bytes in order, but parts finish out of order. The hasher
+  keeps a frontier; the thread whose bytes land exactly at the frontier hashes them in-stream, and
+  bytes that were written ahead of it are read back (from the page cache) once the frontier reaches
+  them, so nothing is read twice unless it arrived early.
+
+``PartsDownload`` runs the parts on a bounded thread pool: every part retried on its own with the
+engine's retry policy (resuming inside the part), pinned to the object's version, stopped as a whole
+at the first final failure, at a server that ignored the range (``RangeIgnored``, the engine then
+falls back to one stream) or when the object changed (``Changed``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+from returns.result import Failure, Result, Success
+
+from ckptflow.errors import Error, InvalidConfig
+from ckptflow.sources.base import Body, Interrupted, ObjectInfo, RemoteObject, TransferError, Transient
+from ckptflow.sources.retry import RetryPolicy, with_retries
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_PART_SIZE",
+    "DEFAULT_THRESHOLD",
+    "LEDGER_SUFFIX",
+    "MAX_CONCURRENCY",
+    "MIN_PART_SIZE",
+    "Changed",
+    "Done",
+    "Ledger",
+    "ParallelSettings",
+    "Part",
+    "PartsDownload",
+    "PartsOutcome",
+    "PrefixHasher",
+    "RangeIgnored",
+    "Stopped",
+    "connection_pool_size",
+    "contiguous_prefix",
+    "ledger_path",
+    "parallel_settings",
+    "parts_within",
+    "plan_parts",
+    "read_ledger",
+    "record_part",
+    "remove_ledger",
+    "wants_parallel",
+    "write_ledger",
+]
+
+MiB = 1 << 20
+DEFAULT_THRESHOLD = 64 * MiB
+DEFAULT_PART_SIZE = 32 * MiB
+DEFAULT_MAX_CONCURRENCY = 8
+MIN_PART_SIZE = 64 * 1024
+MAX_CONCURRENCY = 64
+LEDGER_SUFFIX = ".parts"
+_READ_BACK = 8 * MiB
+_DEFAULT_POOL = 10
+
+
+# --- the decision (pure) ---------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class ParallelSettings:
+    """When and how to split a download: objects of ``threshold`` bytes or more, in ``part_size`` parts,
+    at most ``max_concurrency`` at a time (1 turns parallel downloads off)."""
+
+    threshold: int = DEFAULT_THRESHOLD
+    part_size: int = DEFAULT_PART_SIZE
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+
+
+_BOUNDS: Mapping[str, tuple[str, int, int]] = {
+    "parallel_threshold": ("threshold", 0, 1 << 62),
+    "part_size": ("part_size", MIN_PART_SIZE, 1 << 40),
+    "max_concurrency": ("max_concurrency", 1, MAX_CONCURRENCY),
+}
+
+
+def parallel_settings(options: Mapping[str, Any]) -> Result[ParallelSettings, Error]:
+    """The parallel-download knobs in ``FetchSettings.options``, defaults for those not given.
+
+    ``parallel_threshold`` (bytes, default 64 MiB), ``part_size`` (bytes, default 32 MiB; 16 to 64 MiB
+    suits most links), ``max_concurrency`` (1 to 64, default 8). Every bad value is reported at once.
+    """
+    chosen: dict[str, int] = {}
+    problems: list[str] = []
+    for key, (name, low, high) in _BOUNDS.items():
+        if key not in options:
+            continue
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"options.{key}: expected a whole number from {low} to {high}, got {value!r}")
+        else:
+            chosen[name] = value
+    if problems:
+        return Failure(InvalidConfig(problems=tuple(problems)))
+    return Success(ParallelSettings(**chosen))
+
+
+def connection_pool_size(options: Mapping[str, Any]) -> int:
+    """Connections a source's client should keep: at least one per concurrent part."""
+    chosen = parallel_settings(options)
+    concurrency = chosen.unwrap().max_concurrency if isinstance(chosen, Success) else DEFAULT_MAX_CONCURRENCY
+    return max(_DEFAULT_POOL, concurrency)
+
+
+@frozen
+class Part:
+    """Bytes ``[start, end)`` of the object, the ``index``-th part."""
+
+    index: int
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+def plan_parts(size: int, part_size: int) -> tuple[Part, ...]:
+    """Cut ``[0, size)`` into parts of ``part_size`` bytes (the last one shorter)."""
+    if part_size <= 0:
+        raise ValueError(f"part_size must be positive, got {part_size}")
+    return tuple(
+        Part(index, start, min(size, start + part_size))
+        for index, start in enumerate(range(0, size, part_size))
+    )
+
+
+def wants_parallel(info: ObjectInfo, settings: ParallelSettings) -> bool:
+    """Parallel only for an object of known size at or over the threshold, more than one part long,
+    whose store answers ranges and pins the content (a version, or immutable), so parts cannot mix
+    two versions."""
+    pinned = info.version is not None or info.immutable
+    return (
+        info.supports_range
+        and pinned
+        and info.size is not None
+        and info.size >= settings.threshold
+        and info.size > settings.part_size
+        and settings.max_concurrency > 1
+    )
+
+
+def contiguous_prefix(parts: Sequence[Part], done: Iterable[int]) -> int:
+    """How many bytes from 0 the ``done`` parts cover without a gap."""
+    finished = set(done)
+    held = 0
+    for part in parts:
+        if part.index not in finished:
+            break
+        held = part.end
+    return held
+
+
+def parts_within(parts: Sequence[Part], prefix: int) -> frozenset[int]:
+    """The parts lying wholly inside the first ``prefix`` bytes."""
+    return frozenset(p.index for p in parts if p.end <= prefix)
+
+
+# --- the ledger (a small effect) -------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class Ledger:
+    """What a ledger file holds: the layout it was written for, and the completed part indices."""
+
+    size: int
+    version: str | None
+    part_size: int
+    done: frozenset[int] = frozenset()
+
+
+def ledger_path(part_file: Path) -> Path:
+    """The ledger beside a part file (``<key>.part`` → ``<key>.parts``)."""
+    return part_file.with_suffix(LEDGER_SUFFIX)
+
+
+def write_ledger(path: Path, ledger: Ledger) -> None:
+    """Write (atomically) a ledger with its header and completed parts; raises ``OSError``."""
+    header = json.dumps({"size": ledger.size, "version": ledger.version, "part_size": ledger.part_size})
+    lines = [header, *(str(i) for i in sorted(ledger.done))]
+    staged = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    staged.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(staged, path)
+
+
+def record_part(path: Path, index: int) -> None:
+    """Append one completed part to the ledger (one short ``O_APPEND`` write); raises ``OSError``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, f"{index}\n".encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def read_ledger(path: Path) -> Ledger | None:
+    """The ledger at ``path``, or None when there is none or its header is unreadable.
+
+    Only newline-terminated lines count: a torn last line (a crash mid-append) is ignored, and that
+    part is simply fetched again.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    header, *lines = text.split("\n")[:-1] or [""]
+    try:
+        data = json.loads(header)
+        size, part_size, version = int(data["size"]), int(data["part_size"]), data["version"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if size < 0 or part_size <= 0 or not (version is None or isinstance(version, str)):
+        return None
+    count = len(range(0, size, part_size))
+    done = frozenset(int(line) for line in lines if line.isdigit() and int(line) < count)
+    return Ledger(size=size, version=version, part_size=part_size, done=done)
+
+
+def remove_ledger(path: Path) -> None:
+    """Forget the ledger (after the part file it describes was placed, truncated or discarded)."""
+    path.unlink(missing_ok=True)
+
+
+# --- hashing in order while parts land out of order ------------------------------------------------
+
+
+class PrefixHasher:
+    """Feeds ``update`` the file's bytes in order while parts are written out of order.
+
+    ``wrote`` is called after bytes are on disk. Bytes at the frontier are hashed from memory by the
+    calling thread; bytes written ahead of the frontier are read back from ``fd`` when it reaches
+    them. Only one thread hashes at a time (it holds the claim); the lock guards bookkeeping only.
+    """
+
+    def __init__(
+        self,
+        update: Callable[[bytes | memoryview], None],
+        fd: int,
+        parts: Sequence[Part],
+        done: Iterable[int],
+    ) -> None:
+        self._update = update
+        self._fd = fd
+        self._parts = tuple(parts)
+        self._size = self._parts[-1].end if self._parts else 0
+        finished = set(done)
+        self._written = [p.length if p.index in finished else 0 for p in self._parts]
+        self._frontier = 0
+        self._claimed = False
+        self._lock = threading.Lock()
+        self._buffer = bytearray(_READ_BACK)
+        self.read_back = 0
+
+    @property
+    def frontier(self) -> int:
+        """How many bytes from 0 have been hashed."""
+        with self._lock:
+            return self._frontier
+
+    def written(self, part: Part) -> int:
+        """How many bytes of ``part``, from its start, are on disk."""
+        with self._lock:
+            return self._written[part.index]
+
+    def catch_up(self) -> None:
+        """Hash whatever is on disk contiguously past the frontier (unless another thread is at it)."""
+        with self._lock:
+            if self._claimed:
+                return
+            self._claimed = True
+        self._drain()
+
+    def wrote(self, part: Part, offset: int, data: bytes) -> None:
+        """``data`` is now on disk at ``offset`` (inside ``part``, right after its earlier bytes)."""
+        with self._lock:
+            self._written[part.index] = offset + len(data) - part.start
+            if self._claimed or offset != self._frontier:
+                return
+            self._claimed = True
+        self._update(data)
+        with self._lock:
+            self._frontier += len(data)
+        self._drain()
+
+    def _next_gap(self) -> tuple[int, int] | None:
+        """Under the lock: the written bytes right after the frontier, or None (and the claim released)."""
+        if self._frontier < self._size:
+            part = self._parts[self._frontier // self._parts[0].length]
+            limit = part.start + self._written[part.index]
+            if limit > self._frontier:
+                return self._frontier, limit
+        self._claimed = False
+        return None
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                gap = self._next_gap()
+            if gap is None:
+                return
+            start, limit = gap
+            self._hash_file(start, limit)
+            with self._lock:
+                self._frontier = limit
+
+    def _hash_file(self, start: int, limit: int) -> None:
+        view = memoryview(self._buffer)
+        offset = start
+        while offset < limit:
+            got = os.preadv(self._fd, [view[: min(_READ_BACK, limit - offset)]], offset)
+            if got <= 0:
+                raise OSError(f"the part file ends at byte {offset}, before {limit} bytes already written")
+            self._update(view[:got])
+            offset += got
+        self.read_back += limit - start
+
+
+# --- running the parts -----------------------------------------------------------------------------
+
+
+@frozen
+class Done:
+    """Every part is on disk and hashed."""
+
+
+@frozen
+class Stopped:
+    """This part gave up because another one ended the download."""
+
+
+@frozen
+class RangeIgnored:
+    """The store answered a ranged GET with other bytes (no 206, or more than asked): use one stream."""
+
+    part: int
+    detail: str
+
+
+@frozen
+class Changed:
+    """The object changed (version or size) while the parts were being fetched."""
+
+    info: ObjectInfo
+
+
+PartsOutcome = Done | Stopped | RangeIgnored | Changed
+
+_DONE = Done()
+_STOPPED = Stopped()
+
+
+def _settles(result: Result[PartsOutcome, Error]) -> bool:
+    """Whether a part's result decides the download (a failure, a fallback, a change)."""
+    return not (isinstance(result, Success) and isinstance(result.unwrap(), (Done, Stopped)))
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class PartsDownload:
+    """One parallel download of the missing ``todo`` parts of ``info`` into ``fd`` (preallocated).
+
+    Callbacks keep this free of the engine: ``on_bytes(n)`` after ``n`` bytes landed, ``on_part(part)``
+    after a part completed (the engine records it in the ledger), ``on_retry(part, attempt, failure,
+    delay)`` before a part is retried.
+    """
+
+    def __init__(
+        self,
+        obj: RemoteObject,
+        info: ObjectInfo,
+        *,
+        fd: int,
+        todo: Sequence[Part],
+        hasher: PrefixHasher,
+        policy: RetryPolicy,
+        concurrency: int,
+        on_bytes: Callable[[int], None],
+        on_part: Callable[[Part], None],
+        on_retry: Callable[[Part, int, Transient, float], None],
+    ) -> None:
+        self.obj, self.info, self.fd = obj, info, fd
+        self.todo = tuple(todo)
+        self.hasher, self.policy = hasher, policy
+        self.concurrency = max(1, min(concurrency, len(self.todo)))
+        self.on_bytes, self.on_part, self.on_retry = on_bytes, on_part, on_retry
+        self._stop = threading.Event()
+
+    def run(self) -> Result[PartsOutcome, Error]:
+        """Fetch every part; the first outcome other than ``Done`` stops the others and is returned."""
+        first: Result[PartsOutcome, Error] | None = None
+        if self.todo:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="ckptflow-part") as pool:
+                futures = [pool.submit(contextvars.copy_context().run, self._part, p) for p in self.todo]
+                self.hasher.catch_up()
+                try:
+                    for future in as_completed(futures):
+                        result = future.result()
+                        if first is None and _settles(result):
+                            first = result
+                            self._stop.set()
+                finally:
+                    self._stop.set()
+        if first is not None:
+            return first
+        self.hasher.catch_up()
+        return Success(_DONE)
+
+    def _part(self, part: Part) -> Result[PartsOutcome, Error]:
+        """One part, retried on its own; a retry first asks the store whether the object changed."""
+        mark = [self.hasher.written(part)]
+        tries = [0]
+
+        def attempt() -> Result[PartsOutcome, TransferError]:
+            tries[0] += 1
+            if self._stop.is_set():
+                return Success(_STOPPED)
+            if tries[0] > 1:
+                match self.obj.stat():
+                    case Success(fresh) if (fresh.version, fresh.size) != (self.info.version, self.info.size):
+                        return Success(Changed(fresh))
+                    case Failure(_) as failed:
+                        return failed
+            mark[0] = self.hasher.written(part)
+            start = part.start + mark[0]
+            if start >= part.end:
+                return Success(_DONE)
+            return self.obj.open(self.info, start, part.end).bind(
+                lambda body: self._stream(part, start, body)
+            )
+
+        return with_retries(
+            attempt,
+            self.policy,
+            what=self.info.identity,
+            progressed=lambda: self.hasher.written(part) > mark[0],
+            on_retry=lambda n, failure, delay: self.on_retry(part, n, failure, delay),
+            sleep=self._pause,
+        )
+
+    def _pause(self, delay: float) -> None:
+        """Wait before a retry, but no longer once the download has been stopped."""
+        self._stop.wait(delay)
+
+    def _stream(self, part: Part, start: int, body: Body) -> Result[PartsOutcome, TransferError]:
+        try:
+            if body.start != start:
+                return Success(
+                    RangeIgnored(part.index, f"asked for byte {start}, got a body from {body.start}")
+                )
+            offset = start
+            for chunk in body.chunks():
+                if self._stop.is_set():
+                    return Success(_STOPPED)
+                if offset + len(chunk) > part.end:
+                    return Success(RangeIgnored(part.index, f"more than the {part.length} bytes asked for"))
+                _pwrite_all(self.fd, chunk, offset)
+                self.hasher.wrote(part, offset, chunk)
+                offset += len(chunk)
+                self.on_bytes(len(chunk))
+        except Interrupted as exc:
+            return Failure(Transient(cause=exc.cause))
+        finally:
+            body.close()
+        if offset < part.end:
+            return Failure(Transient(cause=f"part {part.index} ended at byte {offset} of {part.end}"))
+        self.on_part(part)
+        return Success(_DONE)
