@@ -32,6 +32,7 @@ from ckptflow.sources.base import (
     TransferError,
     Transient,
 )
+from ckptflow.sources.parts import connection_pool_size
 from ckptflow.sources.transfer import download
 
 __all__ = [
@@ -337,12 +338,15 @@ class HttpObject:
 
 
 def http_client(settings: FetchSettings, *, timeout: float | None = None) -> httpx.Client:
-    """A client for one fetch: redirects followed, timeouts from settings, ``settings.transport`` if given."""
+    """A client for one fetch: redirects followed, timeouts from settings, ``settings.transport`` if given,
+    and a connection pool large enough for every parallel part to keep its connection."""
     transport = settings.transport if isinstance(settings.transport, httpx.BaseTransport) else None
+    pool = connection_pool_size(settings.options)
     return httpx.Client(
         transport=transport,
         timeout=httpx.Timeout(settings.timeout if timeout is None else timeout),
         follow_redirects=True,
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
     )
 
 

@@ -43,6 +43,7 @@ from ckptflow.config.uris import without_userinfo
 from ckptflow.errors import AccessDenied, Error, InvalidConfig, NotFound, StageFailed
 from ckptflow.sources.base import FetchSettings, Interrupted, ObjectInfo, SourceSpec, TransferError, Transient
 from ckptflow.sources.http import parse_content_range, parse_retry_after
+from ckptflow.sources.parts import connection_pool_size
 from ckptflow.sources.transfer import download
 
 __all__ = [
@@ -356,7 +357,8 @@ def _endpoint_problems(endpoint: str | None) -> list[str]:
 def make_client(config: S3Source, settings: FetchSettings) -> Result[Any, Error]:
     """One botocore S3 client for this source (or the ready one in ``options["s3_client"]``).
 
-    Timeouts come from ``settings``; botocore makes a single attempt because the engine retries.
+    Timeouts come from ``settings``; botocore makes a single attempt because the engine retries; the
+    connection pool holds one connection per parallel part.
     """
     given = settings.options.get("s3_client")
     if given is not None:
@@ -374,6 +376,7 @@ def make_client(config: S3Source, settings: FetchSettings) -> Result[Any, Error]
         retries={"total_max_attempts": 1, "mode": "standard"},
         response_checksum_validation="when_required",
         user_agent_extra="ckptflow",
+        max_pool_connections=connection_pool_size(settings.options),
         **({"signature_version": botocore.UNSIGNED} if config.anonymous else {}),
     )
     try:
