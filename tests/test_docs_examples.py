@@ -147,6 +147,30 @@ def test_migration_guide_examples_run_in_order(tmp_path: Path, monkeypatch: pyte
     _run_page("migration.md", tmp_path)
 
 
+def test_every_python_block_in_the_docs_compiles() -> None:
+    pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+    python = [b for page in pages for b in blocks(page) if b.lang == "python"]
+    assert len(python) >= 20
+    for b in python:
+        compile(b.code, b.where, "exec")
+
+
+def test_every_checkpoint_block_in_the_docs_parses() -> None:
+    pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+    configs = [
+        (b.where, data)
+        for page in pages
+        for b in blocks(page)
+        if b.lang == "yaml" and not (b.kind or "").startswith("legacy-")
+        if isinstance(data := yaml.safe_load(b.code), dict) and "checkpoint" in data
+    ]
+    assert len(configs) >= 10
+    refused = [
+        (where, parse_config(data)) for where, data in configs if not isinstance(parse_config(data), Success)
+    ]
+    assert not refused
+
+
 # --- the migration guide ----------------------------------------------------------------------------
 
 
