@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from returns.result import Failure, Result, Success
+from returns.result import Success
 
 from ckptflow.config.converter import parse_config
 from ckptflow.config.schema import (
@@ -38,14 +37,7 @@ from ckptflow.config.uris import (
 )
 from ckptflow.errors import InvalidConfig
 from ckptflow.sources.registry import get_source
-
-
-def problems(result: Result[Any, InvalidConfig]) -> tuple[str, ...]:
-    assert isinstance(result, Failure), f"expected a failure, got {result!r}"
-    error = result.failure()
-    assert isinstance(error, InvalidConfig)
-    return error.problems
-
+from tests.config.test_converter import problems
 
 # --- the scheme table -------------------------------------------------------------------------------
 
@@ -154,17 +146,6 @@ def test_a_config_https_uri_needs_a_host() -> None:
 
 
 # --- Azure --------------------------------------------------------------------------------------------
-
-
-def test_a_blob_service_url_is_an_azure_source_with_its_account() -> None:
-    assert source_from_uri("https://acct.blob.core.windows.net/models/dir/model%20v1.pt") == Success(
-        AzureSource(
-            container="models",
-            blob="dir/model v1.pt",
-            account="acct",
-            endpoint_url="https://acct.blob.core.windows.net",
-        )
-    )
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ __all__ = [
     "source_from_uri",
     "source_type_of",
     "split_model_uri",
+    "split_run_uri",
     "unknown_choice",
     "without_userinfo",
 ]
@@ -356,14 +357,15 @@ def split_model_uri(uri: str) -> tuple[str, str] | None:
     return (name, ref) if ok else None
 
 
-def _run_uri(uri: str) -> tuple[str, str]:
+def split_run_uri(uri: str) -> tuple[str, str]:
+    """``runs:/<run_id>/<path>`` → ``(run_id, path)``, as written (``mlflow_problems`` says if it is safe)."""
     run_id, _, path = uri.removeprefix("runs:/").partition("/")
     return run_id, path
 
 
 def _model_uri_problems(uri: str) -> tuple[str, ...]:
     if uri.startswith("runs:/"):
-        run_id, path = _run_uri(uri)
+        run_id, path = split_run_uri(uri)
         bad_run = () if _SAFE_RUN_ID.fullmatch(run_id) else ("has no valid run id",)
         return tuple(f"{uri!r} {m}" for m in (*bad_run, *_artifact_path_problems(path)))
     if split_model_uri(uri) is None:
@@ -393,7 +395,7 @@ def mlflow_from_uri(uri: str) -> Result[MlflowSource, InvalidConfig]:
     Artifact paths with ``..``, a leading ``/``, NUL or backslashes are refused.
     """
     if uri.startswith("runs:/"):
-        run_id, path = _run_uri(uri)
+        run_id, path = split_run_uri(uri)
         source = MlflowSource(run_id=run_id, artifact_path=path)
     elif uri.startswith("models:/"):
         source = MlflowSource(model_uri=uri)

@@ -50,7 +50,7 @@ from ckptflow.cache import (
 from ckptflow.config.converter import validate_mlflow
 from ckptflow.config.schema import MlflowSource
 from ckptflow.config.uris import mlflow_from_uri as from_uri
-from ckptflow.config.uris import split_model_uri
+from ckptflow.config.uris import split_model_uri, split_run_uri
 from ckptflow.errors import (
     AccessDenied,
     CacheUnavailable,
@@ -159,7 +159,7 @@ def target_of(source: MlflowSource) -> RunArtifact | ModelRef:
     if uri is None:
         return RunArtifact(str(source.run_id), str(source.artifact_path).strip("/"))
     if uri.startswith("runs:/"):
-        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        run_id, path = split_run_uri(uri)
         return RunArtifact(run_id, path.strip("/"))
     name, ref = split_model_uri(uri) or ("", "")
     return ModelRef(name, ref)
