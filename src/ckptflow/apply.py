@@ -4,8 +4,10 @@ All or nothing. Everything that can be checked is checked before the first write
 castable dtypes, meta-device targets, freeze names, optimizer param-group layout, scheduler state).
 Then the optimizer and scheduler states are restored first, against snapshots that are put back if
 torch still refuses them, and only then are the weights written: copied in place parameter by
-parameter under ``torch.no_grad()`` (no second copy of the weights), or, with ``plan.assign_tensors``,
-the checkpoint's tensors become the module's parameters and buffers (for models built on ``meta``).
+parameter under ``torch.no_grad()`` (no second copy of the weights; the pages of a memory-mapped source
+are released as soon as they are copied, so the file is never resident in full on top of the model), or,
+with ``plan.assign_tensors``, the checkpoint's tensors become the module's parameters and buffers (for
+models built on ``meta``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from returns.result import Failure, Result, Success
 
 from ckptflow.context import Event, LoadPlan, LoadReport
 from ckptflow.errors import Error, FreezeTargetNotFound, IncompatibleState, InvalidConfig, at_stage
+from ckptflow.io import release_mapped_pages
 from ckptflow.stages.match import castable, dtype_reason, shape_reason
 
 __all__ = ["Stateful", "apply"]
@@ -213,6 +216,7 @@ def _assign(
 def _copy(targets: Mapping[str, torch.Tensor], assign: Mapping[str, torch.Tensor]) -> None:
     for name, src in assign.items():
         targets[name].copy_(src)
+        release_mapped_pages(src)
 
 
 def _set_requires_grad(model: torch.nn.Module, plan: LoadPlan) -> int:

@@ -4,18 +4,22 @@ torch files load with ``weights_only=True`` (memory-mapped when they are zip arc
 pickle needs globals outside torch's safe set is refused with ``UnsafeCheckpoint`` naming them, found
 by a static scan before anything is unpickled. ``allow_globals`` widens the safe set for one call only;
 ``trusted=True`` lifts the restriction for one call only. safetensors files are read with the
-``safetensors`` package into a ``SafetensorsPayload``.
+``safetensors`` package into a ``SafetensorsPayload``. Both keep tensors in the file's mapping (no copy
+in memory); ``release_mapped_pages`` lets the one mutator drop a tensor's pages from this process once
+it has copied them, so a load never holds the whole file resident on top of the model.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
+import ctypes
 import functools
 import importlib
 import os
 import pickle
 import re
 import struct
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +42,7 @@ from ckptflow.errors import (
 from ckptflow.pipeline import NamedStage
 from ckptflow.stages.formats import SafetensorsPayload
 
-__all__ = ["CheckpointFile", "Container", "read", "read_checkpoint", "sniff"]
+__all__ = ["CheckpointFile", "Container", "read", "read_checkpoint", "release_mapped_pages", "sniff"]
 
 Container = Literal["zip", "legacy", "safetensors"]
 
@@ -319,3 +323,65 @@ def _read(ctx: Context) -> Result[Context, Error]:
 
 read = NamedStage("read", _read, edge=True)
 """ctx.path → ctx.raw, honouring ctx.options.trusted and ctx.options.allow_globals."""
+
+
+# --- releasing mapped pages -------------------------------------------------------------------------
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_RELEASE_AT_LEAST = 1 << 20
+_MADV_DONTNEED = 4
+_IN_MEMORY = -(1 << 62)  # pagemap bits 63 (present) and 62 (swapped), as an int64 mask
+_FILE_PAGE = 1 << 61
+
+
+@functools.cache
+def _madvise() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    libc.madvise.restype = ctypes.c_int
+    return libc.madvise
+
+
+def _only_file_pages(start: int, pages: int) -> bool:
+    """Every page of ``[start, start + pages * _PAGE)`` is either absent or a clean page of a file.
+
+    ``/proc/self/pagemap`` says so per page; a page copied on write (or swapped out) is anonymous and
+    would be lost by ``MADV_DONTNEED``, so any such page vetoes the release.
+    """
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        entries = os.pread(fd, pages * 8, (start // _PAGE) * 8)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if len(entries) != pages * 8:
+        return False
+    flags = torch.frombuffer(bytearray(entries), dtype=torch.int64)
+    in_memory = (flags & _IN_MEMORY) != 0
+    file_page = (flags & _FILE_PAGE) != 0
+    return not bool((in_memory & ~file_page).any())
+
+
+def release_mapped_pages(tensor: torch.Tensor) -> int:
+    """Unmap from this process the pages of a memory-mapped ``tensor`` (they stay in the page cache and
+    come back on the next access); returns the bytes released.
+
+    Only whole pages inside a contiguous CPU tensor of at least 1 MiB, and only when every one of them
+    is a clean file page, so the tensor's values can never change. Anything else (ordinary memory,
+    pages written to, other platforms) is left alone and 0 is returned.
+    """
+    if sys.platform != "linux" or tensor.device.type != "cpu" or not tensor.is_contiguous():
+        return 0
+    nbytes = tensor.numel() * tensor.element_size()
+    if nbytes < _RELEASE_AT_LEAST:
+        return 0
+    begin = tensor.data_ptr()
+    start = -(-begin // _PAGE) * _PAGE
+    end = (begin + nbytes) // _PAGE * _PAGE
+    if end <= start or not _only_file_pages(start, (end - start) // _PAGE):
+        return 0
+    return end - start if _madvise()(start, end - start, _MADV_DONTNEED) == 0 else 0
