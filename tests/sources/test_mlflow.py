@@ -44,7 +44,7 @@ from ckptflow.sources.mlflow import (
 )
 from tests.fixtures.gcs_server import engine_events
 from tests.fixtures.mlflow_server import MlflowRun, checkpoint_bytes
-from tests.fixtures.s3_server import free_port
+from tests.fixtures.processes import free_port
 
 HTTP_ENV = (
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",

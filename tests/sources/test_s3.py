@@ -34,8 +34,10 @@ from ckptflow.sources import s3
 from ckptflow.sources.base import FetchSettings, Interrupted, ObjectInfo, Transient
 from ckptflow.sources.retry import RetryPolicy
 from tests.fixtures.fault_server import FaultServer
+from tests.fixtures.gcs_server import engine_events
 from tests.fixtures.models import make_classifier
-from tests.fixtures.s3_server import AuthServer, S3Bucket, free_port, make_s3_client
+from tests.fixtures.processes import free_port
+from tests.fixtures.s3_server import AuthServer, S3Bucket, make_s3_client
 
 MIB = 1024 * 1024
 DATA = bytes(range(256)) * 40
@@ -640,10 +642,6 @@ def fetch_s3(uri: str, cache_dir: Path, endpoint: str, **kwargs: Any) -> Result[
     return fetch(
         uri, cache_dir=cache_dir, options={"s3_endpoint_url": endpoint, "retry": FAST_RETRY}, **kwargs
     )
-
-
-def engine_events(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.ckptflow_event for record in caplog.records if hasattr(record, "ckptflow_event")]
 
 
 def test_fetch_puts_the_object_in_the_cache_under_its_sha256(tmp_path: Path, s3_bucket: S3Bucket) -> None:

@@ -208,7 +208,7 @@ def plan_exact(
         hint = None if c.assign else prefix_hint(state, spec)
         return Failure(
             IncompatibleState(
-                missing=c.missing,
+                missing=tuple(name for name in c.missing if name not in state),
                 unexpected=c.unexpected,
                 mismatched=_mismatched(c),
                 detail=f"hint: {hint}" if hint else "",

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import torch
 from attrs import frozen
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.strategies import SearchStrategy
 from returns.result import Failure, Result, Success
 
@@ -64,6 +64,7 @@ def _run_law(
         max_examples=max_examples,
         deadline=None,
         database=None,
+        phases=tuple(p for p in settings().phases if p is not Phase.explain),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(ctx=contexts if contexts is not None else strategies.contexts())
