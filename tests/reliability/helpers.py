@@ -25,13 +25,15 @@ from ckptflow.fetch import fetch
 from ckptflow.sources.retry import RetryPolicy
 
 url, cache_dir, gate, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+extra = json.loads(sys.argv[5])
 
 def run(name):
     if gate:
         Path(gate, f"ready-{name}").touch()
         while not Path(gate, "go").exists():
             time.sleep(0.002)
-    result = fetch(url, cache_dir=cache_dir, options={"retry": RetryPolicy(base=0.01, cap=0.05)})
+    options = {"retry": RetryPolicy(base=0.01, cap=0.05), **extra}
+    result = fetch(url, cache_dir=cache_dir, options=options)
     if isinstance(result, Failure):
         return {"pid": os.getpid(), "kind": result.failure().kind}
     return {"pid": os.getpid(), "path": str(result.unwrap())}
@@ -108,16 +110,33 @@ class Fetcher:
         return result
 
 
-def start_fetchers(url: str, cache_dir: Path, count: int = 1, *, gate: Path | None = None) -> Fetcher:
+def start_fetchers(
+    url: str,
+    cache_dir: Path,
+    count: int = 1,
+    *,
+    gate: Path | None = None,
+    options: dict[str, Any] | None = None,
+) -> Fetcher:
     """Fetch ``url`` from ``count`` processes: a fresh interpreter, forked after its imports when count > 1.
 
     With ``gate`` each waits for ``gate/go`` once ready (``gate/ready-<i>``), so all start at once;
     forking from the fresh interpreter pays the import of torch once, not once per process.
+    ``options`` (JSON-able) join the fetch options.
     """
     assert count == 1 or gate is not None, "several fetchers need a gate directory for their answers"
     return Fetcher(
         subprocess.Popen(
-            [sys.executable, "-c", _CHILD, url, str(cache_dir), str(gate or ""), str(count)],
+            [
+                sys.executable,
+                "-c",
+                _CHILD,
+                url,
+                str(cache_dir),
+                str(gate or ""),
+                str(count),
+                json.dumps(options or {}),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """A fetching process killed with SIGKILL half-way: the next fetch resumes, and blobs/ is never partial.
 
-The scenario runs once per module (a fresh interpreter is slow to start); each test checks one fact.
+The scenario runs once per download mode (one stream, and parallel ranged parts with their ledger),
+because a fresh interpreter is slow to start; each test checks one fact of it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,16 @@ def _settled(server: FaultServer) -> int:
     return last
 
 
-def _kill_half_way(server: FaultServer, url: str, cache_dir: Path, audit: BlobAudit) -> None:
-    child = start_fetchers(url, cache_dir)
+MODES: dict[str, dict[str, Any]] = {
+    "stream": {},
+    "parallel": {"parallel_threshold": 1 << 20, "part_size": 512 * 1024, "max_concurrency": 4},
+}
+
+
+def _kill_half_way(
+    server: FaultServer, url: str, cache_dir: Path, audit: BlobAudit, options: dict[str, Any]
+) -> None:
+    child = start_fetchers(url, cache_dir, options=options)
     try:
         audit.watch(lambda: server.bytes_served >= SIZE // 2 or child.process.poll() is not None, every=0.002)
         assert child.process.poll() is None, "the fetching process ended before it could be killed"
@@ -49,21 +58,27 @@ def _kill_half_way(server: FaultServer, url: str, cache_dir: Path, audit: BlobAu
     assert child.process.returncode == -signal.SIGKILL
 
 
-def _fetch_while_auditing(url: str, cache_dir: Path, audit: BlobAudit) -> Result[Path, Error]:
+def _fetch_while_auditing(
+    url: str, cache_dir: Path, audit: BlobAudit, options: dict[str, Any]
+) -> Result[Path, Error]:
     holder: list[Result[Path, Error]] = []
     run = contextvars.copy_context().run
-    worker = threading.Thread(target=run, args=(lambda: holder.append(fetch(url, cache_dir=cache_dir)),))
+    again = lambda: holder.append(fetch(url, cache_dir=cache_dir, options=options))  # noqa: E731
+    worker = threading.Thread(target=run, args=(again,))
     worker.start()
     audit.watch(lambda: not worker.is_alive())
     worker.join()
     return holder[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=sorted(MODES))
 def crash(
-    http_server_session: FaultServer, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    http_server_session: FaultServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     """Kill a fetching process at about 50%, look at the cache, then fetch again: what each step saw."""
+    options = MODES[request.param]
     server = http_server_session
     server.reset()
     cache_dir = tmp_path_factory.mktemp("crash")
@@ -71,23 +86,25 @@ def crash(
     server.faults = Faults(delay=0.004)
     audit = BlobAudit(cache_dir)
     try:
-        _kill_half_way(server, url, cache_dir, audit)
+        _kill_half_way(server, url, cache_dir, audit, options)
         first = _settled(server)
         after_kill = {
             "blobs": audit.check(),
             "looks": audit.looks,
             "parts": [p.stat().st_size for p in (cache_dir / "tmp").glob("*.part")],
+            "ledgers": list((cache_dir / "tmp").glob("*.parts")),
             "locks": list((cache_dir / "locks").iterdir()),
         }
         server.faults = Faults()
         with collect() as seen:
-            result = _fetch_while_auditing(url, cache_dir, audit)
+            result = _fetch_while_auditing(url, cache_dir, audit, options)
         yield {
             "first": first,
             "second": server.bytes_served - first,
             "after_kill": after_kill,
             "result": result,
             "events": seen.events,
+            "mode": request.param,
             "blobs": audit.check(),
             "locks": list((cache_dir / "locks").iterdir()),
         }
@@ -111,6 +128,7 @@ def test_the_killed_process_leaves_a_resumable_part_and_its_lock(crash):
     (part,) = crash["after_kill"]["parts"]
     assert part > 0
     assert len(crash["after_kill"]["locks"]) == 1
+    assert len(crash["after_kill"]["ledgers"]) == (1 if crash["mode"] == "parallel" else 0)
 
 
 @pytest.mark.slow
