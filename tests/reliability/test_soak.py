@@ -41,11 +41,13 @@ NEW_VERSION = 0.6  # chance that a file was replaced since it was last fetched (
 POLICY = RetryPolicy(attempts=3, base=0.002, cap=0.01, max_retry_after=0.01)
 TIMEOUT = 2.0
 SLOW_TIMEOUT = 0.05
+PARALLEL = {"parallel_threshold": 128 * 1024, "part_size": 64 * 1024, "max_concurrency": 4}
 
 
 @frozen
 class Plan:
-    """One fetch of the soak: which file, which fault, whether the digest is given, what may come back."""
+    """One fetch of the soak: which file and fault, digest given or not, parallel parts or one stream,
+    and what may come back."""
 
     name: str
     kind: str
@@ -53,6 +55,7 @@ class Plan:
     sha256: bool
     allowed: frozenset[str]
     timeout: float = TIMEOUT
+    parallel: bool = False
 
 
 def _plan(rng: random.Random, name: str, size: int) -> Plan:
@@ -88,6 +91,7 @@ def _plan(rng: random.Random, name: str, size: int) -> Plan:
         sha256=kind == "wrong_bytes" or (kind != "change" and rng.random() < 0.5),
         allowed=frozenset(allowed),
         timeout=SLOW_TIMEOUT if kind == "slow" else TIMEOUT,
+        parallel=rng.random() < 0.5,
     )
 
 
@@ -139,6 +143,7 @@ def _soak(server: FaultServer, cache_dir: Path) -> dict[str, Any]:
     files = {f"f{i}.pt": rng.randbytes(rng.randint(16 * 1024, 512 * 1024)) for i in range(FILES)}
     audit = BlobAudit(cache_dir)
     faults: Counter[str] = Counter()
+    modes: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     served = Counter[str]()
     violations: list[str] = []
@@ -158,9 +163,10 @@ def _soak(server: FaultServer, cache_dir: Path) -> dict[str, Any]:
                 cache_dir=cache_dir,
                 sha256=hashlib.sha256(data).hexdigest() if plan.sha256 else None,
                 timeout=plan.timeout,
-                options={"retry": POLICY},
+                options={"retry": POLICY, **(PARALLEL if plan.parallel else {})},
             )
             faults[plan.kind] += 1
+            modes["parallel" if plan.parallel else "stream"] += 1
             outcomes[result.failure().kind if isinstance(result, Failure) else "ok"] += 1
             served.update(bytes=server.bytes_served, GET=server.count("GET"), HEAD=server.count("HEAD"))
             problem = _check(plan, result, data, cache_dir)
@@ -176,6 +182,7 @@ def _soak(server: FaultServer, cache_dir: Path) -> dict[str, Any]:
         "files": FILES,
         "new_version_chance": NEW_VERSION,
         "faults": dict(sorted(faults.items())),
+        "modes": dict(sorted(modes.items())),
         "outcomes": dict(sorted(outcomes.items())),
         "served": dict(served),
         "events": dict(sorted(counted.items())),
