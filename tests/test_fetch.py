@@ -12,6 +12,7 @@ from returns.result import Success
 
 from ckptflow.config.schema import CheckpointConfig, HttpSource, LocalSource
 from ckptflow.errors import InvalidConfig, NotFound
+from ckptflow.events import collect
 from ckptflow.fetch import fetch
 from ckptflow.sources.retry import RetryPolicy
 from tests.fixtures.fault_server import Faults, FaultServer
@@ -103,3 +104,18 @@ def test_four_processes_fetching_one_file_download_it_once(http_server, tmp_path
     assert Path(paths.pop()).read_bytes() == data
     assert http_server.bytes_served <= 1.1 * BIG
     assert http_server.count("HEAD") == 4
+
+
+# --- what a fetch tells -------------------------------------------------------------------------
+
+
+def test_a_fetch_reports_its_steps_as_events(http_server, tmp_path):
+    url = http_server.put("ckpt.pt", b"remote weights")
+    http_server.faults = Faults(fail_first=1, fail_status=503, retry_after="0")
+    with collect() as first:
+        fetch(url, cache_dir=tmp_path, options=FAST).unwrap()
+    with collect() as second:
+        fetch(url, cache_dir=tmp_path, options=FAST).unwrap()
+    assert [e.name for e in first.events] == ["fetch.retry", "fetch.started", "fetch.done"]
+    assert [e.name for e in second.events] == ["cache.hit"]
+    assert all(e.stage == "fetch" and e.data["identity"] == url for e in first.events)
