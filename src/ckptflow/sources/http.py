@@ -9,7 +9,10 @@ headers and query strings are kept out of every message through ``redact_url``/`
 from __future__ import annotations
 
 import email.utils
+import functools
+import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -337,6 +340,13 @@ class HttpObject:
 # --- the http/https source -------------------------------------------------------------------------
 
 
+@functools.cache
+def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """httpx's verifying context for these CA locations (from the environment); built once per process
+    because loading the CA bundle costs tens of milliseconds, more than a whole cache hit."""
+    return httpx.create_ssl_context(trust_env=True)
+
+
 def http_client(settings: FetchSettings, *, timeout: float | None = None) -> httpx.Client:
     """A client for one fetch: redirects followed, timeouts from settings, ``settings.transport`` if given,
     and a connection pool large enough for every parallel part to keep its connection."""
@@ -347,6 +357,7 @@ def http_client(settings: FetchSettings, *, timeout: float | None = None) -> htt
         timeout=httpx.Timeout(settings.timeout if timeout is None else timeout),
         follow_redirects=True,
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        verify=_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
     )
 
 
