@@ -93,8 +93,13 @@ def _timeout(options: Mapping[str, Any]) -> float:
     return float(options.get("distributed_timeout", DEFAULT_TIMEOUT))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _missed(leader: int, timeout: float, exc: RuntimeError) -> Result[Path, Error]:
-    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = _first_line(exc)
     detail = (
         f"the ranks did not meet to share the checkpoint (rank {leader} downloads it for this node) "
         f"within {timeout:g} s, or a rank died ({cause}); "
@@ -124,9 +129,7 @@ def _lead(fetch_once: FetchOnce, group: Any, world: int) -> Result[Path, Error]:
     try:
         _gather(shared, group, world)
     except RuntimeError as exc:
-        emit(
-            "distributed.unshared", stage="fetch", cause=str(exc).strip().splitlines()[0] if str(exc) else ""
-        )
+        emit("distributed.unshared", stage="fetch", cause=_first_line(exc))
     return result
 
 
