@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import os
-from pathlib import Path
 
-import pytest
 from returns.result import Success
 
 from ckptflow.config.schema import CheckpointConfig, HttpSource, LocalSource
@@ -77,33 +73,6 @@ def test_a_failure_names_where_it_happened(tmp_path):
     failure = fetch(LocalSource(path=str(tmp_path / "absent.pt")), cache_dir=tmp_path).failure()
     assert isinstance(failure, NotFound)
     assert failure.source == "local"
-
-
-# --- several processes, one download -------------------------------------------------------------
-
-BIG = 50 * 1024 * 1024
-
-
-def _fetch_in_child(url: str, cache_dir: str, together: multiprocessing.synchronize.Barrier) -> str:
-    together.wait()
-    return str(fetch(url, cache_dir=cache_dir, options=FAST).unwrap())
-
-
-@pytest.mark.slow
-def test_four_processes_fetching_one_file_download_it_once(http_server, tmp_path):
-    data = os.urandom(BIG)
-    url = http_server.put("big.pt", data)
-    http_server.faults = Faults(delay=0.002)
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        together = manager.Barrier(4)
-        with context.Pool(4) as pool:
-            pending = [pool.apply_async(_fetch_in_child, (url, str(tmp_path), together)) for _ in range(4)]
-            paths = {p.get(timeout=240) for p in pending}
-    assert len(paths) == 1
-    assert Path(paths.pop()).read_bytes() == data
-    assert http_server.bytes_served <= 1.1 * BIG
-    assert http_server.count("HEAD") == 4
 
 
 # --- what a fetch tells -------------------------------------------------------------------------
