@@ -198,8 +198,8 @@ def test_a_missing_ledger_is_none_and_removing_it_twice_is_fine(tmp_path):
 
 def _write_out_of_order(
     data: bytes, part_size: int, chunk: int, order_seed: int, done: set[int]
-) -> tuple[str, int]:
-    """Write ``data`` part by part in a shuffled order (chunks in order inside a part) through a hasher."""
+) -> tuple[str, PrefixHasher]:
+    """Write ``data`` part by part in a shuffled order (chunks in order inside a part), then hash."""
     parts = plan_parts(len(data), part_size)
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,8 +210,7 @@ def _write_out_of_order(
             for part in parts:
                 if part.index in done:
                     os.pwrite(fd, data[part.start : part.end], part.start)
-            hasher = PrefixHasher(digest.update, fd, parts, done)
-            hasher.catch_up()
+            hasher = PrefixHasher(digest.update, fd, parts, done, handoff=2 * chunk)
             todo = [p for p in parts if p.index not in done]
             random.Random(order_seed).shuffle(todo)
             for part in todo:
@@ -219,9 +218,9 @@ def _write_out_of_order(
                     piece = data[offset : min(part.end, offset + chunk)]
                     os.pwrite(fd, piece, offset)
                     hasher.wrote(part, offset, piece)
-            hasher.catch_up()
-            assert hasher.frontier == len(data)
-            return digest.hexdigest(), hasher.read_back
+            hasher.close()
+            assert hasher.follow() == len(data)
+            return digest.hexdigest(), hasher
         finally:
             os.close(fd)
 
@@ -239,12 +238,12 @@ def test_the_digest_of_parts_written_in_any_order_is_the_digest_of_the_file(
 ):
     parts = plan_parts(len(data), part_size)
     done = {p.index for p in parts if random.Random(seed + p.index).random() < done_fraction}
-    digest, read_back = _write_out_of_order(data, part_size, chunk, seed, done)
+    digest, hasher = _write_out_of_order(data, part_size, chunk, seed, done)
     assert digest == hashlib.sha256(data).hexdigest()
-    assert read_back <= len(data)
+    assert hasher.read_back + hasher.in_memory == len(data)
 
 
-def test_parts_written_in_order_are_hashed_in_stream_without_reading_back(tmp_path):
+def test_chunks_written_where_the_hash_continues_are_hashed_from_memory(tmp_path):
     data = os.urandom(50_000)
     parts = plan_parts(len(data), 10_000)
     digest = hashlib.sha256()
@@ -252,26 +251,49 @@ def test_parts_written_in_order_are_hashed_in_stream_without_reading_back(tmp_pa
     path.write_bytes(bytes(len(data)))
     fd = os.open(path, os.O_RDWR)
     try:
-        hasher = PrefixHasher(digest.update, fd, parts, ())
+        hasher = PrefixHasher(digest.update, fd, parts, (), handoff=len(data))
         for part in parts:
             for offset in range(part.start, part.end, 1000):
                 piece = data[offset : offset + 1000]
                 os.pwrite(fd, piece, offset)
                 hasher.wrote(part, offset, piece)
+        hasher.close()
+        assert hasher.follow() == len(data)
     finally:
         os.close(fd)
-    assert (hasher.read_back, hasher.frontier) == (0, len(data))
+    assert (hasher.in_memory, hasher.read_back) == (len(data), 0)
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-def test_parts_already_done_are_read_back_once_and_only_they(tmp_path):
+def test_handed_over_bytes_are_bounded_and_the_rest_is_read_back(tmp_path):
     data = os.urandom(50_000)
-    digest, read_back = _write_out_of_order(data, 10_000, 1000, 0, {0, 1})
+    digest, hasher = _write_out_of_order(data, 10_000, 1000, 0, set())
     assert digest == hashlib.sha256(data).hexdigest()
-    assert read_back >= 20_000
+    assert hasher.read_back > 0 and hasher.in_memory <= 2 * 1000
 
 
-def test_concurrent_writers_produce_the_file_digest(tmp_path):
+def test_parts_already_done_are_read_back_once(tmp_path):
+    data = os.urandom(50_000)
+    digest, hasher = _write_out_of_order(data, 10_000, 1000, 0, {0, 1})
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert hasher.read_back + hasher.in_memory == len(data)
+    assert hasher.read_back >= 20_000
+
+
+def test_follow_returns_at_the_first_gap_once_closed(tmp_path):
+    parts = plan_parts(30, 10)
+    path = tmp_path / "f.part"
+    path.write_bytes(bytes(30))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        hasher = PrefixHasher(hashlib.sha256().update, fd, parts, {0, 2})
+        hasher.close()
+        assert hasher.follow() == 10
+    finally:
+        os.close(fd)
+
+
+def test_concurrent_writers_and_a_following_hasher_produce_the_file_digest(tmp_path):
     data = os.urandom(2_000_000)
     parts = plan_parts(len(data), 150_000)
     path = tmp_path / "f.part"
@@ -279,7 +301,7 @@ def test_concurrent_writers_produce_the_file_digest(tmp_path):
     digest = hashlib.sha256()
     fd = os.open(path, os.O_RDWR)
     try:
-        hasher = PrefixHasher(digest.update, fd, parts, ())
+        hasher = PrefixHasher(digest.update, fd, parts, (), handoff=50_000)
 
         def write(part: Part) -> None:
             for offset in range(part.start, part.end, 7_000):
@@ -287,13 +309,19 @@ def test_concurrent_writers_produce_the_file_digest(tmp_path):
                 os.pwrite(fd, piece, offset)
                 hasher.wrote(part, offset, piece)
 
-        threads = [threading.Thread(target=write, args=(p,)) for p in reversed(parts)]
-        for t in threads:
+        writers = [threading.Thread(target=write, args=(p,)) for p in reversed(parts)]
+
+        def close_when_written() -> None:
+            for t in writers:
+                t.join()
+            hasher.close()
+
+        closer = threading.Thread(target=close_when_written)
+        for t in [*writers, closer]:
             t.start()
-        for t in threads:
-            t.join()
-        hasher.catch_up()
+        frontier = hasher.follow()
+        closer.join()
     finally:
         os.close(fd)
-    assert hasher.frontier == len(data)
+    assert frontier == len(data)
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()

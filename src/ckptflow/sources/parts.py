@@ -28,8 +28,9 @@ import json
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ MIN_PART_SIZE = 64 * 1024
 MAX_CONCURRENCY = 64
 LEDGER_SUFFIX = ".parts"
 _READ_BACK = 8 * MiB
+_HANDOFF = 8 * MiB
 _DEFAULT_POOL = 10
 
 
@@ -252,11 +254,13 @@ def remove_ledger(path: Path) -> None:
 
 
 class PrefixHasher:
-    """Feeds ``update`` the file's bytes in order while parts are written out of order.
+    """Feeds ``update`` the file's bytes in order while parts are written out of order, from any thread.
 
-    ``wrote`` is called after bytes are on disk. Bytes at the frontier are hashed from memory by the
-    calling thread; bytes written ahead of the frontier are read back from ``fd`` when it reaches
-    them. Only one thread hashes at a time (it holds the claim); the lock guards bookkeeping only.
+    Writers call ``wrote`` after their bytes are on disk; one thread runs ``follow``, which hashes from
+    the frontier onwards as soon as bytes there exist, so writers never wait for the hash. A chunk
+    written right where the hash will continue is handed over in memory (up to ``handoff`` bytes
+    queued); everything else is read back from ``fd``, i.e. from the page cache, once, when the
+    frontier reaches it.
     """
 
     def __init__(
@@ -265,6 +269,8 @@ class PrefixHasher:
         fd: int,
         parts: Sequence[Part],
         done: Iterable[int],
+        *,
+        handoff: int = _HANDOFF,
     ) -> None:
         self._update = update
         self._fd = fd
@@ -273,73 +279,84 @@ class PrefixHasher:
         finished = set(done)
         self._written = [p.length if p.index in finished else 0 for p in self._parts]
         self._frontier = 0
-        self._claimed = False
-        self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._handoff = handoff
+        self._closed = False
+        self._cond = threading.Condition()
         self._buffer = bytearray(_READ_BACK)
         self.read_back = 0
+        self.in_memory = 0
 
     @property
     def frontier(self) -> int:
         """How many bytes from 0 have been hashed."""
-        with self._lock:
+        with self._cond:
             return self._frontier
 
     def written(self, part: Part) -> int:
         """How many bytes of ``part``, from its start, are on disk."""
-        with self._lock:
+        with self._cond:
             return self._written[part.index]
-
-    def catch_up(self) -> None:
-        """Hash whatever is on disk contiguously past the frontier (unless another thread is at it)."""
-        with self._lock:
-            if self._claimed:
-                return
-            self._claimed = True
-        self._drain()
 
     def wrote(self, part: Part, offset: int, data: bytes) -> None:
         """``data`` is now on disk at ``offset`` (inside ``part``, right after its earlier bytes)."""
-        with self._lock:
+        with self._cond:
             self._written[part.index] = offset + len(data) - part.start
-            if self._claimed or offset != self._frontier:
-                return
-            self._claimed = True
-        self._update(data)
-        with self._lock:
-            self._frontier += len(data)
-        self._drain()
+            if offset == self._frontier + self._queued and self._queued + len(data) <= self._handoff:
+                self._queue.append(data)
+                self._queued += len(data)
+            self._cond.notify()
 
-    def _next_gap(self) -> tuple[int, int] | None:
-        """Under the lock: the written bytes right after the frontier, or None (and the claim released)."""
-        if self._frontier < self._size:
-            part = self._parts[self._frontier // self._parts[0].length]
-            limit = part.start + self._written[part.index]
-            if limit > self._frontier:
-                return self._frontier, limit
-        self._claimed = False
-        return None
+    def close(self) -> None:
+        """No more bytes will be written: ``follow`` returns once it has hashed what there is."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
 
-    def _drain(self) -> None:
+    def follow(self) -> int:
+        """Hash in order as bytes arrive, until all are hashed or ``close`` leaves nothing to wait for;
+        returns the frontier."""
         while True:
-            with self._lock:
-                gap = self._next_gap()
-            if gap is None:
-                return
-            start, limit = gap
-            self._hash_file(start, limit)
-            with self._lock:
-                self._frontier = limit
+            with self._cond:
+                step = self._next()
+                while step is None and not self._closed:
+                    self._cond.wait()
+                    step = self._next()
+                if step is None:
+                    return self._frontier
+            if isinstance(step, bytes):
+                self._update(step)
+                self.in_memory += len(step)
+                advanced = len(step)
+            else:
+                advanced = self._hash_file(*step)
+            with self._cond:
+                self._frontier += advanced
+                if isinstance(step, bytes):
+                    self._queued -= advanced
 
-    def _hash_file(self, start: int, limit: int) -> None:
+    def _next(self) -> bytes | tuple[int, int] | None:
+        """Under the lock: the next chunk to hash (handed over, or a range of the file), or None."""
+        if self._queue:
+            return self._queue.popleft()
+        if self._frontier >= self._size:
+            return None
+        part = self._parts[self._frontier // self._parts[0].length]
+        limit = part.start + self._written[part.index]
+        return (self._frontier, min(limit, self._frontier + _READ_BACK)) if limit > self._frontier else None
+
+    def _hash_file(self, start: int, limit: int) -> int:
         view = memoryview(self._buffer)
         offset = start
         while offset < limit:
-            got = os.preadv(self._fd, [view[: min(_READ_BACK, limit - offset)]], offset)
+            got = os.preadv(self._fd, [view[: limit - offset]], offset)
             if got <= 0:
                 raise OSError(f"the part file ends at byte {offset}, before {limit} bytes already written")
             self._update(view[:got])
             offset += got
         self.read_back += limit - start
+        return limit - start
 
 
 # --- running the parts -----------------------------------------------------------------------------
@@ -436,26 +453,51 @@ class PartsDownload:
         self.concurrency = max(1, min(concurrency, len(self.todo)))
         self.on_bytes, self.on_part, self.on_retry = on_bytes, on_part, on_retry
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._first: Result[PartsOutcome, Error] | None = None
 
     def run(self) -> Result[PartsOutcome, Error]:
-        """Fetch every part; the first outcome other than ``Done`` stops the others and is returned."""
-        first: Result[PartsOutcome, Error] | None = None
-        if self.todo:
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="ckptflow-part") as pool:
-                futures = [pool.submit(contextvars.copy_context().run, self._part, p) for p in self.todo]
-                self.hasher.catch_up()
-                try:
-                    for future in as_completed(futures):
-                        result = future.result()
-                        if first is None and _settles(result):
-                            first = result
-                            self._stop.set()
-                finally:
+        """Fetch every part while this thread hashes behind them; the first outcome other than ``Done``
+        stops the other parts and is returned."""
+        if not self.todo:
+            self.hasher.close()
+            self.hasher.follow()
+            return Success(_DONE)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="ckptflow-part") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, self._settle, p) for p in self.todo]
+            remaining = [len(futures)]
+
+            def finished(future: Future[Result[PartsOutcome, Error]]) -> None:
+                failed = future.exception() is not None
+                with self._lock:
+                    remaining[0] -= 1
+                    last = remaining[0] == 0
+                if failed:
                     self._stop.set()
-        if first is not None:
-            return first
-        self.hasher.catch_up()
-        return Success(_DONE)
+                if last or failed:
+                    self.hasher.close()
+
+            for future in futures:
+                future.add_done_callback(finished)
+            try:
+                self.hasher.follow()
+            finally:
+                self._stop.set()
+                self.hasher.close()
+            for future in futures:
+                future.result()  # a programming error in a part is raised here, not hidden
+        return self._first if self._first is not None else Success(_DONE)
+
+    def _settle(self, part: Part) -> Result[PartsOutcome, Error]:
+        """One part; a result that decides the download stops the others (the first one wins)."""
+        result = self._part(part)
+        if _settles(result):
+            with self._lock:
+                if self._first is None:
+                    self._first = result
+            self._stop.set()
+            self.hasher.close()
+        return result
 
     def _part(self, part: Part) -> Result[PartsOutcome, Error]:
         """One part, retried on its own; a retry first asks the store whether the object changed."""

@@ -330,7 +330,12 @@ class _Transfer:
         match outcome:
             case Done():
                 self.offset = hasher.frontier
-                log_event("fetch.parts_done", self.identity, read_back=hasher.read_back)
+                log_event(
+                    "fetch.parts_done",
+                    self.identity,
+                    hashed_in_memory=hasher.in_memory,
+                    read_back=hasher.read_back,
+                )
                 return self._finish(None)
             case Changed(info):
                 log_event("fetch.restarted", self.identity, reason="the object changed during the download")
