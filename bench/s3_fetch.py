@@ -34,13 +34,24 @@ def _client(endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
 
 
+def _same_pattern() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=64 * MiB, multipart_chunksize=32 * MiB, max_concurrency=8)
+
+
 def run(config: BenchConfig) -> Table:
     size = config.size(512, 64)
     source = config.workdir / "s3-src.bin"
     random_file(source, size)
     saved = {name: os.environ.get(name) for name in _ENV}
     os.environ.update(_ENV)
-    times: dict[str, list[float]] = {"boto3 download_file": [], "ckptflow.fetch": []}
+    same_pattern = _same_pattern()
+    times: dict[str, list[float]] = {
+        "boto3 download_file": [],
+        "boto3 download_file, 32 MiB x 8 (ckptflow's pattern)": [],
+        "ckptflow.fetch": [],
+    }
     try:
         with running_moto(config.workdir / "moto.log") as endpoint:
             client = _client(endpoint)
@@ -53,6 +64,13 @@ def run(config: BenchConfig) -> Table:
                     target = dest / "out.bin"
                     times["boto3 download_file"].append(
                         time_once(lambda t=target: client.download_file(_BUCKET, _KEY, str(t)))
+                    )
+                with fresh_dir(config.workdir, "boto3-") as dest:
+                    target = dest / "out.bin"
+                    times["boto3 download_file, 32 MiB x 8 (ckptflow's pattern)"].append(
+                        time_once(
+                            lambda t=target: client.download_file(_BUCKET, _KEY, str(t), Config=same_pattern)
+                        )
                     )
                 with fresh_dir(config.workdir, "s3-") as dest:
                     options = {"s3_endpoint_url": endpoint}
