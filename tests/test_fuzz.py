@@ -100,11 +100,6 @@ def test_truncated_real_checkpoints_are_a_result_and_never_a_success_with_garbag
         path.unlink()
 
 
-KNOWN_ESCAPES = (AssertionError, TypeError)
-"""What torch's unpickler raises on some damaged files and ``ckptflow.io`` does not yet map to
-CorruptCheckpoint (reported; pinned by the strict xfail below, which fails once it is fixed)."""
-
-
 @FUZZ
 @given(kind=st.sampled_from(sorted(REAL)), at=st.integers(0, 10**6), flip=st.integers(1, 255))
 def test_real_checkpoints_with_a_flipped_byte_are_a_result(kind, at, flip):
@@ -112,15 +107,11 @@ def test_real_checkpoints_with_a_flipped_byte_are_a_result(kind, at, flip):
     data[at % len(data)] ^= flip
     path = _written(bytes(data), ".safetensors" if kind == "safetensors" else ".pt")
     try:
-        result = read_checkpoint(path)
-    except KNOWN_ESCAPES:
-        return
+        typed(read_checkpoint(path))
     finally:
         path.unlink()
-    typed(result)
 
 
-@pytest.mark.xfail(strict=True, reason="io._MALFORMED lacks AssertionError and TypeError (reported)")
 @pytest.mark.parametrize(("at", "raised"), [(148, "TypeError"), (208, "AssertionError")])
 def test_a_damaged_pickle_that_trips_torchs_own_checks_is_a_corrupt_checkpoint(at, raised):
     data = bytearray(REAL["zip"])

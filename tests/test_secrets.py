@@ -164,7 +164,6 @@ def test_a_url_password_that_is_accepted_appears_in_no_event_or_log(http_server:
 SECRET_URLS = [f"http://reader:{PASSWORD}@{{host}}/m.pt", f"http://{{host}}/m.pt?sv=2024&sig={SIG}"]
 
 
-@pytest.mark.xfail(strict=True, reason="api._describe puts the raw ref in LoadReport.source (reported)")
 @pytest.mark.parametrize("template", SECRET_URLS, ids=["userinfo", "sas"])
 def test_the_load_report_names_its_source_without_secrets(http_server: FaultServer, tmp_path, template):
     http_server.put("m.pt", checkpoint_bytes())
@@ -173,7 +172,6 @@ def test_the_load_report_names_its_source_without_secrets(http_server: FaultServ
     assert PASSWORD not in repr(report) and SIG not in repr(report)
 
 
-@pytest.mark.xfail(strict=True, reason="cli fetch/inspect --json echo the raw ref (reported)")
 @pytest.mark.parametrize("command", ["fetch", "inspect"])
 @pytest.mark.parametrize("template", SECRET_URLS, ids=["userinfo", "sas"])
 def test_cli_json_names_the_ref_without_secrets(http_server: FaultServer, tmp_path, template, command):
@@ -206,9 +204,6 @@ def test_credentials_written_into_an_s3_uri_are_refused_without_being_repeated(t
     seen.assert_hidden(result, S3_SECRET.replace("/", ""))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="config.uris.without_userinfo stops at a '/' inside the password (reported)"
-)
 def test_an_s3_secret_key_with_a_slash_written_into_a_uri_is_not_repeated(tmp_path, seen):
     result = fetch(f"s3://AKIAEXAMPLE:{S3_SECRET}@bucket/key.pt", cache_dir=tmp_path)
     assert isinstance(result.failure(), InvalidConfig)

@@ -18,13 +18,14 @@ from returns.result import Failure, Result, Success
 
 from ckptflow.apply import apply
 from ckptflow.config.converter import parse_config
-from ckptflow.config.schema import CheckpointConfig, SourceConfig, TransformConfig
+from ckptflow.config.schema import CheckpointConfig, HttpSource, SourceConfig, TransformConfig
 from ckptflow.context import Context, LoadOptions, LoadReport, ModelSpec
 from ckptflow.errors import Error, InvalidConfig
 from ckptflow.events import announce, collect
 from ckptflow.fetch import fetch
 from ckptflow.io import read
 from ckptflow.pipeline import NamedStage, Pipeline, StageLike, pipeline
+from ckptflow.sources.http import redact_url
 from ckptflow.stages.formats import FORMAT_STAGES
 from ckptflow.stages.freeze import freeze as freeze_stage
 from ckptflow.stages.keys import transform_from_config
@@ -32,6 +33,7 @@ from ckptflow.stages.strategies import plan as plan_stage
 
 __all__ = [
     "Acquire",
+    "describe_ref",
     "Ref",
     "fetch_many",
     "fetch_stage",
@@ -45,11 +47,18 @@ Ref = str | Path | SourceConfig | CheckpointConfig
 TransformLike = StageLike | TransformConfig | Mapping[str, Any]
 
 
-def _describe(ref: Ref) -> str:
-    """A secret-free label for the report (configs repr without their secret fields)."""
+def describe_ref(ref: Ref) -> str:
+    """A secret-free label for a reference: URL passwords and signed query values are masked,
+    config secrets are already kept out of their reprs."""
     if isinstance(ref, CheckpointConfig):
-        return _describe(ref.source)
-    return str(ref) if isinstance(ref, (str, Path)) else repr(ref)
+        return describe_ref(ref.source)
+    if isinstance(ref, Path):
+        return str(ref)
+    if isinstance(ref, str):
+        return redact_url(ref) if "://" in ref else ref
+    if isinstance(ref, HttpSource):
+        return repr(attrs.evolve(ref, url=redact_url(ref.url)))
+    return repr(ref)
 
 
 def _blob_digest(path: Path) -> str | None:
@@ -146,7 +155,7 @@ def plan_load(
     acquire: Acquire = Acquire(),
 ) -> Result[Context, Error]:
     """Everything up to the plan, without touching a model: what ``ckptflow diff`` shows."""
-    start = Context(source=_describe(ref), spec=spec, options=options)
+    start = Context(source=describe_ref(ref), spec=spec, options=options)
     return load_pipeline(fetch_stage(ref, acquire), transforms).bind(lambda p: p(start))
 
 

@@ -39,6 +39,7 @@ def _emit(
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
+    from ckptflow.api import describe_ref
     from ckptflow.fetch import fetch
 
     result = fetch(
@@ -53,7 +54,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         result,
         args.json,
         str,
-        lambda p: {"path": str(p), "size": p.stat().st_size, "ref": args.ref},
+        lambda p: {"path": str(p), "size": p.stat().st_size, "ref": describe_ref(args.ref)},
     )
 
 

@@ -16,7 +16,7 @@ import torch
 from returns.result import Failure, Result, Success
 
 from ckptflow import cache as cache_edge
-from ckptflow.api import Acquire, _blob_digest, fetch_stage, plan_load
+from ckptflow.api import Acquire, _blob_digest, describe_ref, fetch_stage, plan_load
 from ckptflow.context import Context, LoadOptions, ModelSpec
 from ckptflow.errors import Error, InvalidConfig
 from ckptflow.io import read
@@ -47,7 +47,7 @@ def _sha256_file(path: Path) -> str:
 def read_state(ref: str, *, cache_dir: str | None = None, trusted: bool = False) -> Result[Context, Error]:
     """Fetch, read and extract a checkpoint (no model involved)."""
     stages = pipeline(fetch_stage(ref, Acquire(cache_dir=cache_dir)), read, *FORMAT_STAGES)
-    return stages(Context(source=ref, options=LoadOptions(trusted=trusted)))
+    return stages(Context(source=describe_ref(ref), options=LoadOptions(trusted=trusted)))
 
 
 def module_tree(shapes: Mapping[str, tuple[tuple[int, ...], str]], depth: int = 3) -> list[dict[str, Any]]:
@@ -89,7 +89,7 @@ def describe_checkpoint(
         path = ctx.path or Path(ref)
         training = ctx.training
         return {
-            "ref": ref,
+            "ref": describe_ref(ref),
             "path": str(path),
             "format": ctx.format,
             "size": path.stat().st_size,
@@ -178,8 +178,8 @@ def diff_checkpoint(
         plan = ctx.plan
         assert plan is not None  # the load pipeline always ends with a plan
         return {
-            "ref": ref,
-            "target": model or other,
+            "ref": describe_ref(ref),
+            "target": model or describe_ref(str(other)),
             "strategy": strategy,
             "load": sorted(plan.assign),
             "skipped": [{"key": s.key, "reason": s.reason} for s in plan.skipped],

@@ -64,8 +64,11 @@ _OTHER_REFUSALS = (
     "must be imported",
 )
 
-# The weights-only unpickler and torch's archive readers report malformed bytes with these.
+# The weights-only unpickler and torch's archive readers report malformed bytes with these
+# (torch's own consistency checks on a damaged pickle raise AssertionError or TypeError).
 _MALFORMED = (
+    AssertionError,
+    TypeError,
     RuntimeError,
     EOFError,
     OSError,

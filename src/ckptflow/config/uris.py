@@ -64,7 +64,8 @@ URI_SCHEMES: Mapping[str, str] = {
 """URI scheme → the ``type`` of the source it names (an Azure blob service URL is ``azure``)."""
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-_URL_USERINFO = re.compile(r"(?<=://)[^/?#\s\"']*@")
+# ``user:password@`` (a password may hold '/' or '@': take up to the last '@' of the token), or ``user@``.
+_URL_USERINFO = re.compile(r"(?<=://)[^\s\"'@:/]*:[^\s\"']*@|(?<=://)[^/?#\s\"']*@")
 _S3_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _GENERATION = re.compile(r"[0-9]+")
