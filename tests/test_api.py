@@ -215,3 +215,12 @@ def test_load_pipeline_is_a_value_that_can_be_edited_by_stage_name(lightning_ckp
     plan = cf.unwrap(without_strip(ctx)).plan
     assert plan is not None and plan.assign == {}
     assert {s.reason for s in plan.skipped} == {"not in model"}
+
+
+def test_a_checkpoint_config_as_ref_brings_its_strategy_and_freeze(lightning_ckpt: Path) -> None:
+    config = cf.unwrap(
+        cf.parse_config({"source": str(lightning_ckpt), "strategy": "cold_start", "freeze": ["encoder"]})
+    )
+    report = cf.unwrap(cf.load(Classifier(), config))
+    assert (report.strategy, report.epoch) == ("cold_start", 0)
+    assert [f.module for f in report.frozen] == ["encoder"]

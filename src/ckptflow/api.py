@@ -182,19 +182,11 @@ def load(
 ) -> Result[LoadReport, Error]:
     """Fetch ``ref``, plan how it meets ``model`` with ``strategy``, and apply the plan (all or nothing)."""
     if isinstance(ref, CheckpointConfig):
-        return _load_config(
-            model,
-            ref,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            progress=progress,
-            offline=offline,
-            trusted=trusted,
-            allow_globals=allow_globals,
-            assign=assign,
-            source_options=source_options,
-            distributed=distributed,
-        )
+        # A config says what to load and how: its fields take the place of those arguments.
+        strategy, freeze, unfreeze, strict = ref.strategy, ref.freeze, ref.unfreeze, ref.strict
+        transforms = ref.transforms
+        cache_dir, sha256 = ref.cache_dir or cache_dir, ref.sha256 or sha256
+        ref = ref.source
     options = LoadOptions(
         strategy=strategy,
         strict=strict,
@@ -240,29 +232,12 @@ def _apply_context(
     )
 
 
-def _load_config(
-    model: torch.nn.Module, config: CheckpointConfig, **kwargs: Any
-) -> Result[LoadReport, Error]:
-    return load(
-        model,
-        config.source,
-        strategy=config.strategy,
-        freeze=config.freeze,
-        unfreeze=config.unfreeze,
-        strict=config.strict,
-        transforms=config.transforms,
-        cache_dir=config.cache_dir,
-        sha256=config.sha256,
-        **kwargs,
-    )
-
-
 def load_from_config(model: torch.nn.Module, config_mapping: Any, **kwargs: Any) -> Result[LoadReport, Error]:
     """Parse a config block (mapping, YAML path or DictConfig) and load it; kwargs override the config."""
 
     def run(config: CheckpointConfig) -> Result[LoadReport, Error]:
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
-        return _load_config(model, attrs.evolve(config, **overrides), **kwargs)
+        return load(model, attrs.evolve(config, **overrides), **kwargs)
 
     parsed: Result[CheckpointConfig, Error] = parse_config(config_mapping)
     return parsed.bind(run)
