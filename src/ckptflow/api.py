@@ -17,6 +17,7 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from ckptflow.apply import apply
+from ckptflow.catalog import strategy_table, transform_table
 from ckptflow.config.converter import parse_config
 from ckptflow.config.schema import CheckpointConfig, HttpSource, SourceConfig, TransformConfig
 from ckptflow.context import Context, LoadOptions, LoadReport, ModelSpec
@@ -29,7 +30,7 @@ from ckptflow.sources.http import redact_url
 from ckptflow.stages.formats import FORMAT_STAGES
 from ckptflow.stages.freeze import freeze as freeze_stage
 from ckptflow.stages.keys import transform_from_config
-from ckptflow.stages.strategies import plan as plan_stage
+from ckptflow.stages.strategies import planner
 
 __all__ = [
     "Acquire",
@@ -115,13 +116,13 @@ def fetch_many(
 
 def _transform_stage(t: TransformLike) -> Result[NamedStage, Error]:
     if isinstance(t, TransformConfig):
-        return transform_from_config(t.name, t.args)
+        return transform_from_config(t.name, t.args, transforms=transform_table())
     if isinstance(t, Mapping):
         args = {k: v for k, v in t.items() if k != "name"}
         name = t.get("name")
         if not isinstance(name, str):
             return Failure(InvalidConfig(problems=(f"transforms: {dict(t)!r} has no 'name'",)))
-        return transform_from_config(name, args.get("args", args))
+        return transform_from_config(name, args.get("args", args), transforms=transform_table())
     if isinstance(t, Pipeline):
         return Success(NamedStage("transforms", t))
     if isinstance(t, NamedStage):
@@ -143,7 +144,7 @@ def load_pipeline(fetch: NamedStage, transforms: Sequence[TransformLike] = ()) -
                 problems.extend(err.problems if isinstance(err, InvalidConfig) else (err.message,))
     if problems:
         return Failure(InvalidConfig(problems=tuple(problems)))
-    return Success(pipeline(fetch, read, *FORMAT_STAGES, *stages, plan_stage, freeze_stage))
+    return Success(pipeline(fetch, read, *FORMAT_STAGES, *stages, planner(strategy_table()), freeze_stage))
 
 
 def plan_load(

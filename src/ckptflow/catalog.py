@@ -1,31 +1,57 @@
-"""What is available: sources (built-in and ``ckptflow.sources`` entry points), strategies, transforms.
+"""What is available: sources, strategies and transforms, built-in and from entry points.
 
-Third parties extend strategies and transforms through the ``ckptflow.strategies`` and
-``ckptflow.transforms`` entry-point groups; they are listed here next to the built-ins.
+Third parties add their own through the entry-point groups ``ckptflow.sources`` (a ``SourceSpec``),
+``ckptflow.strategies`` (a ``StrategyRow``) and ``ckptflow.transforms`` (a factory returning a stage).
+``load`` plans and transforms with the tables built here, so a plug-in is used, not only listed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
 from ckptflow.sources.registry import known_sources
-from ckptflow.stages.keys import TRANSFORMS
-from ckptflow.stages.strategies import STRATEGIES
+from ckptflow.stages.keys import TRANSFORMS, TransformFactory
+from ckptflow.stages.strategies import STRATEGIES, StrategyRow
 
-__all__ = ["catalog", "render_catalog"]
+__all__ = ["catalog", "render_catalog", "strategy_table", "transform_table"]
+
+STRATEGY_GROUP = "ckptflow.strategies"
+TRANSFORM_GROUP = "ckptflow.transforms"
 
 
-def _plugins(group: str) -> list[str]:
-    return sorted(f"{ep.name} ({ep.value})" for ep in entry_points(group=group))
+def _plugins(group: str, builtin: Mapping[str, Any], accept: Callable[[object], bool]) -> dict[str, Any]:
+    """Entry points of ``group`` that load to an acceptable value; built-in names are never replaced."""
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=group):
+        if ep.name in builtin:
+            continue
+        try:
+            value = ep.load()
+        except (ImportError, AttributeError):
+            continue  # a broken plug-in must not break loading with the built-ins
+        if accept(value):
+            found[ep.name] = value
+    return found
+
+
+def strategy_table() -> Mapping[str, StrategyRow]:
+    """The built-in strategies plus every ``StrategyRow`` registered under ``ckptflow.strategies``."""
+    return {**STRATEGIES, **_plugins(STRATEGY_GROUP, STRATEGIES, lambda v: isinstance(v, StrategyRow))}
+
+
+def transform_table() -> Mapping[str, TransformFactory]:
+    """The built-in transforms plus every factory registered under ``ckptflow.transforms``."""
+    return {**TRANSFORMS, **_plugins(TRANSFORM_GROUP, TRANSFORMS, callable)}
 
 
 def catalog() -> dict[str, Any]:
-    """Names of every source, strategy and transform, with plug-ins from entry points."""
+    """Names of every source, strategy and transform, plug-ins included."""
     return {
-        "sources": known_sources(),
-        "strategies": sorted(STRATEGIES) + _plugins("ckptflow.strategies"),
-        "transforms": sorted(TRANSFORMS) + _plugins("ckptflow.transforms"),
+        "sources": list(known_sources()),
+        "strategies": sorted(strategy_table()),
+        "transforms": sorted(transform_table()),
     }
 
 
