@@ -82,8 +82,11 @@ def median(values: Sequence[float]) -> float:
 
 
 def ratio(value: float, baseline: float) -> str:
-    """``value / baseline`` as ``0.93x`` (``-`` when the baseline is zero)."""
-    return f"{value / baseline:.2f}x" if baseline > 0 else "-"
+    """``value / baseline`` as ``0.93x`` (``0.004x`` below 0.1; ``-`` when the baseline is zero)."""
+    if baseline <= 0:
+        return "-"
+    quotient = value / baseline
+    return f"{quotient:.3f}x" if quotient < 0.1 else f"{quotient:.2f}x"
 
 
 def time_once(fn: Callable[[], object]) -> float:

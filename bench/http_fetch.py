@@ -3,7 +3,8 @@
 Every method downloads the same file from the same loopback server (its own process, ``sendfile`` with
 Range support) into an empty directory; runs alternate between methods so background load hits all
 of them alike. ckptflow and pooch also verify a sha256 (ckptflow always hashes what it caches); curl
-and the plain httpx stream do not, so ``curl -o`` + ``sha256sum`` is shown as the like-for-like line.
+and the plain httpx stream do not, so ``curl -o`` followed by ``openssl dgst -sha256`` (hardware SHA)
+is shown as the like-for-like line.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def _curl(url: str, dest: Path) -> None:
     subprocess.run(["curl", "-s", "-f", "-o", str(dest / "out.bin"), url], check=True)
 
 
-def _curl_sha256sum(url: str, dest: Path) -> None:
+def _curl_then_hash(url: str, dest: Path) -> None:
     _curl(url, dest)
-    subprocess.run(["sha256sum", str(dest / "out.bin")], check=True, capture_output=True)
+    subprocess.run(["openssl", "dgst", "-sha256", str(dest / "out.bin")], check=True, capture_output=True)
 
 
 def _httpx_stream(url: str, dest: Path) -> None:
@@ -63,7 +64,7 @@ def methods(digest: str) -> dict[str, Callable[[str, Path], None]]:
     """The contenders, baseline first."""
     return {
         "curl -o": _curl,
-        "curl -o + sha256sum": _curl_sha256sum,
+        "curl -o, then openssl dgst -sha256": _curl_then_hash,
         "httpx, one stream": _httpx_stream,
         "pooch.retrieve (sha256)": _pooch(digest),
         "ckptflow.fetch": _ckptflow,

@@ -80,6 +80,7 @@ MIN_PART_SIZE = 64 * 1024
 MAX_CONCURRENCY = 64
 LEDGER_SUFFIX = ".parts"
 _READ_BACK = 8 * MiB
+_POSITIONED_IO = hasattr(os, "pwrite") and hasattr(os, "preadv")  # not on Windows: one stream there
 _HANDOFF = 8 * MiB
 _DEFAULT_POOL = 10
 
@@ -158,10 +159,11 @@ def plan_parts(size: int, part_size: int) -> tuple[Part, ...]:
 def wants_parallel(info: ObjectInfo, settings: ParallelSettings) -> bool:
     """Parallel only for an object of known size at or over the threshold, more than one part long,
     whose store answers ranges and pins the content (a version, or immutable), so parts cannot mix
-    two versions."""
+    two versions; and only where the OS offers positioned reads and writes (not on Windows)."""
     pinned = info.version is not None or info.immutable
     return (
-        info.supports_range
+        _POSITIONED_IO
+        and info.supports_range
         and pinned
         and info.size is not None
         and info.size >= settings.threshold

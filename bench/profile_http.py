@@ -1,0 +1,101 @@
+"""Where a cold HTTP fetch spends its CPU: ``python -m bench.profile_http [--size-mib N]``.
+
+Runs ``curl -o`` and ``ckptflow.fetch`` (with httpx's transport and with the urllib3 prototype) against
+the loopback file server and prints the wall and CPU seconds of each; then, if py-spy is installed,
+samples a fetch with each transport while a thread holds the GIL and lists the functions doing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import MiB, Table, fresh_dir, random_file, run_json, time_once
+from bench.servers import file_server_process
+
+__all__ = ["main"]
+
+
+def _where(frame: str) -> str:
+    """``func (path/to/file.py:line)`` as ``func (file.py)``: lines vary, the function is what counts."""
+    name, _, place = frame.partition(" (")
+    return f"{name} ({place.split(':')[0].rsplit('/', 2)[-1] if place else '?'})"
+
+
+def _curl_cpu(url: str, dest: Path) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = time_once(lambda: subprocess.run(["curl", "-s", "-o", str(dest / "o"), url], check=True))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _samples(url: str, workdir: Path, transport: str) -> collections.Counter[str] | None:
+    """py-spy samples of the fetch while a thread holds the GIL, by innermost function."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    raw = workdir / "profile.txt"
+    with fresh_dir(workdir, "prof-") as cache:
+        subprocess.run(
+            [spy, "record", "--gil", "-r", "250", "-f", "raw", "-o", str(raw), "--",
+             sys.executable, "-m", "bench.fetch_worker", url, str(cache), transport],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(marker in f for f in frames for marker in ("PartsDownload", "fetch (ckptflow/fetch.py")):
+            counts[_where(frames[-1])] += int(count)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_http")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="ckptflow-profile-"))
+    try:
+        random_file(workdir / "ckpt.bin", args.size_mib * MiB)
+        with file_server_process(workdir) as base:
+            url = f"{base}/ckpt.bin"
+            rows = []
+            with fresh_dir(workdir, "curl-") as dest:
+                seconds, cpu = _curl_cpu(url, dest)
+            rows.append(("curl -o", f"{seconds:.2f}", f"{cpu:.2f}"))
+            for transport in ("httpx", "urllib3"):
+                with fresh_dir(workdir, "cf-") as cache:
+                    r = run_json("bench.fetch_worker", url, str(cache), transport)
+                label = f"ckptflow.fetch ({transport} transport)"
+                rows.append((label, f"{r['seconds']:.2f}", f"{r['cpu_user'] + r['cpu_system']:.2f}"))
+            title = f"CPU for a {args.size_mib} MiB cold fetch"
+            print(Table(title=title, columns=("method", "wall s", "CPU s"), rows=tuple(rows)).render())
+            profiles = {t: _samples(url, workdir, t) for t in ("httpx", "urllib3")}
+        for transport, counts in profiles.items():
+            if counts is None:
+                print("py-spy is not installed: pip install py-spy for where the GIL-holding time goes")
+                break
+            total = sum(counts.values())
+            top = tuple((name, f"{n / total:.0%}") for name, n in counts.most_common(12))
+            print(
+                Table(
+                    title=f"ckptflow.fetch ({transport} transport): functions holding the GIL",
+                    columns=("innermost function", "share of GIL-holding samples"),
+                    rows=top,
+                    notes=(f"py-spy --gil at 250 Hz, {total} samples in the fetch (all threads)",),
+                ).render()
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
