@@ -57,9 +57,53 @@ def _samples(url: str, workdir: Path, transport: str) -> collections.Counter[str
     return counts
 
 
+def _ablation(url: str, workdir: Path, repeats: int) -> Table:
+    """ckptflow.fetch with fewer parts at a time, and without the durability flush (diagnosis only)."""
+    import statistics
+
+    import ckptflow as cf
+    import ckptflow.sources.parts as parts_module
+    import ckptflow.sources.transfer as transfer_module
+
+    fsync, writeback = transfer_module.os.fsync, parts_module.start_writeback
+    variants = {
+        "8 parts at a time (default)": ({}, True),
+        "4 parts at a time": ({"max_concurrency": 4}, True),
+        "2 parts at a time": ({"max_concurrency": 2}, True),
+        "8 parts, no fsync/writeback (ablation)": ({}, False),
+        "2 parts, no fsync/writeback (ablation)": ({"max_concurrency": 2}, False),
+    }
+    times: dict[str, list[float]] = {"curl -o": [], **{name: [] for name in variants}}
+    try:
+        for _ in range(repeats):
+            with fresh_dir(workdir, "curl-") as dest:
+                times["curl -o"].append(_curl_cpu(url, dest)[0])
+            for name, (options, durable) in variants.items():
+                transfer_module.os.fsync = fsync if durable else (lambda fd: None)
+                parts_module.start_writeback = writeback if durable else (lambda *a: None)
+                with fresh_dir(workdir, "cf-") as cache:
+                    fetch = lambda c=cache, o=options: cf.fetch(url, cache_dir=c, progress=False, options=o)  # noqa: E731
+                    times[name].append(time_once(lambda f=fetch: f().unwrap()))
+    finally:
+        transfer_module.os.fsync = fsync
+        parts_module.start_writeback = writeback
+    base = statistics.median(times["curl -o"])
+    rows = tuple(
+        (name, f"{statistics.median(t):.2f}", f"{statistics.median(t) / base:.2f}x")
+        for name, t in times.items()
+    )
+    return Table(
+        title=f"ckptflow.fetch (httpx transport) variants, median of {repeats}",
+        columns=("variant", "seconds", "x curl -o"),
+        rows=rows,
+        notes=("the ablations patch the engine in this process only, to measure what durability costs",),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_http")
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each variant")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="ckptflow-profile-"))
     try:
@@ -77,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((label, f"{r['seconds']:.2f}", f"{r['cpu_user'] + r['cpu_system']:.2f}"))
             title = f"CPU for a {args.size_mib} MiB cold fetch"
             print(Table(title=title, columns=("method", "wall s", "CPU s"), rows=tuple(rows)).render())
+            print(_ablation(url, workdir, args.repeats).render())
             profiles = {t: _samples(url, workdir, t) for t in ("httpx", "urllib3")}
         for transport, counts in profiles.items():
             if counts is None:
