@@ -1,8 +1,8 @@
-"""One measured cold fetch in a fresh process: ``python -m bench.fetch_worker URL CACHE_DIR [urllib3]``.
+"""One measured cold fetch in a fresh process: ``python -m bench.fetch_worker URL CACHE_DIR [block|h11]``.
 
 Prints one JSON line: wall seconds, the CPU seconds the process spent (user and system, all threads)
-and the peak RSS the fetch added (peak reset just before it). ``urllib3`` uses the benchmark's
-prototype transport instead of httpx's.
+and the peak RSS the fetch added (peak reset just before it). ``block`` is ckptflow's default
+transport; ``h11`` hands the fetch httpx's own transport instead, for comparison.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ import resource
 import sys
 import time
 
+import httpx
+
 import ckptflow as cf
 from bench.common import peak_rss_reset, proc_status
 
 
-def main(url: str, cache_dir: str, transport: str = "httpx") -> None:
-    chosen = None
-    if transport == "urllib3":
-        from bench.urllib3_transport import Urllib3Transport
-
-        chosen = Urllib3Transport()
+def main(url: str, cache_dir: str, transport: str = "block") -> None:
+    chosen = httpx.HTTPTransport() if transport == "h11" else None
     reset = peak_rss_reset()
     before = proc_status()
     cpu = resource.getrusage(resource.RUSAGE_SELF)

@@ -1,6 +1,6 @@
 """Where a cold HTTP fetch spends its CPU: ``python -m bench.profile_http [--size-mib N]``.
 
-Runs ``curl -o`` and ``ckptflow.fetch`` (with httpx's transport and with the urllib3 prototype) against
+Runs ``curl -o`` and ``ckptflow.fetch`` (with its block transport and with httpx's own h11 one) against
 the loopback file server and prints the wall and CPU seconds of each; then, if py-spy is installed,
 samples a fetch with each transport while a thread holds the GIL and lists the functions doing it.
 """
@@ -93,7 +93,7 @@ def _ablation(url: str, workdir: Path, repeats: int) -> Table:
         for name, t in times.items()
     )
     return Table(
-        title=f"ckptflow.fetch (httpx transport) variants, median of {repeats}",
+        title=f"ckptflow.fetch variants, median of {repeats}",
         columns=("variant", "seconds", "x curl -o"),
         rows=rows,
         notes=("the ablations patch the engine in this process only, to measure what durability costs",),
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             with fresh_dir(workdir, "curl-") as dest:
                 seconds, cpu = _curl_cpu(url, dest)
             rows.append(("curl -o", f"{seconds:.2f}", f"{cpu:.2f}"))
-            for transport in ("httpx", "urllib3"):
+            for transport in ("block", "h11"):
                 with fresh_dir(workdir, "cf-") as cache:
                     r = run_json("bench.fetch_worker", url, str(cache), transport)
                 label = f"ckptflow.fetch ({transport} transport)"
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             title = f"CPU for a {args.size_mib} MiB cold fetch"
             print(Table(title=title, columns=("method", "wall s", "CPU s"), rows=tuple(rows)).render())
             print(_ablation(url, workdir, args.repeats).render())
-            profiles = {t: _samples(url, workdir, t) for t in ("httpx", "urllib3")}
+            profiles = {t: _samples(url, workdir, t) for t in ("block", "h11")}
         for transport, counts in profiles.items():
             if counts is None:
                 print("py-spy is not installed: pip install py-spy for where the GIL-holding time goes")

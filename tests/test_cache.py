@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -387,12 +388,56 @@ def test_breaking_a_stale_lock_removes_it(cache):
     assert not path.exists()
 
 
-def test_breaking_puts_back_a_lock_that_a_live_holder_took_in_the_meantime(cache):
+def test_breaking_leaves_a_live_holders_lock_alone(cache):
     path = cache.locks / "x.lock"
     _write_lock(cache, path, os.getpid())
     assert not break_stale_lock(path, stale_after=300.0)
     assert json.loads(path.read_text())["token"] == "other"
     assert list(cache.locks.iterdir()) == [path]
+
+
+def test_only_one_breaker_at_a_time_and_a_crashed_breakers_file_expires(cache):
+    path = cache.locks / "x.lock"
+    _write_lock(cache, path, 1)
+    os.utime(path, (time.time() - 1000, time.time() - 1000))
+    breaker = path.with_name("x.lock.break")
+    breaker.touch()
+    assert not break_stale_lock(path, stale_after=300.0)  # somebody else is breaking it
+    assert path.exists()
+    os.utime(breaker, (time.time() - 60, time.time() - 60))
+    assert not break_stale_lock(path, stale_after=300.0)  # the crashed breaker's file is cleared...
+    assert not breaker.exists()
+    assert break_stale_lock(path, stale_after=300.0)  # ...so the next attempt breaks the lock
+    assert list(cache.locks.iterdir()) == []
+
+
+def test_threads_queued_behind_a_stale_lock_hold_it_one_at_a_time(cache):
+    with identity_lock(cache, "id") as probe:
+        path = probe.path
+    holders: list[int] = []
+    overlap: list[int] = []
+    guard = threading.Lock()
+
+    def take() -> None:
+        with identity_lock(cache, "id", wait=30.0, poll=0.001) as lock:
+            assert lock is not None
+            with guard:
+                holders.append(1)
+                overlap.append(len(holders))
+            time.sleep(0.002)
+            with guard:
+                holders.pop()
+
+    for _ in range(20):
+        path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "created": 0.0, "token": "old"}))
+        os.utime(path, (time.time() - 1000, time.time() - 1000))
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(overlap) == 20 * 8
+    assert max(overlap) == 1
 
 
 def test_taking_over_a_stale_lock_is_an_event(cache, caplog):

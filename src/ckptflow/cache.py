@@ -528,6 +528,9 @@ def prune(
         ]
         parts = [p for p in sorted(cache.tmp.iterdir()) if p.is_file() and _older(p, tmp_age, clock)]
         locks = [p for p in sorted(cache.locks.glob("*.lock")) if _lock_stale_at(p, clock, tmp_age)]
+        locks += [
+            p for p in sorted(cache.locks.glob("*.lock.break")) if _older(p, _BREAKER_STALE_AFTER, clock)
+        ]
         freed = sum(_size(p) for p in (*blobs, *parts))
         for path in (*blobs, *parts, *locks):
             path.unlink(missing_ok=True)
@@ -637,25 +640,36 @@ def _try_acquire(path: Path) -> IdentityLock | None:
     return IdentityLock(path, owner)
 
 
+_BREAKER_STALE_AFTER = 30.0
+"""Seconds after which a breaker file (``<lock>.break``) is presumed left by a crashed breaker."""
+
+
 def break_stale_lock(path: Path, *, stale_after: float, now: float | None = None) -> bool:
     """Remove the lock at ``path`` if it is stale; True when this call removed a stale lock.
 
-    The lock is moved aside atomically and judged again there: when another breaker got in first and
-    the file moved aside is already a fresh holder's lock, it is put back (without clobbering a newer
-    one), so two processes that both saw the same stale lock do not both end up holding it.
+    Breaking is itself serialised by a second exclusive file (``<lock>.break``): only its holder judges
+    the lock again and removes it, so of several processes (or threads) that saw the same stale lock,
+    one removes it and the others find the breaker taken and go back to waiting. The lock a fresh
+    holder created in the meantime is never touched: nobody else removes a lock while it is not stale.
+    A breaker older than 30 s (its owner died between two system calls) is removed.
     """
-    aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
+    breaker = path.with_name(f"{path.name}.break")
     try:
-        os.replace(path, aside)
+        os.close(os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            if time.time() - breaker.stat().st_mtime > _BREAKER_STALE_AFTER:
+                breaker.unlink()
+        return False
+    try:
+        if not _lock_stale_at(path, time.time() if now is None else now, stale_after):
+            return False
+        path.unlink()
+        return True
     except FileNotFoundError:
         return False
-    if _lock_stale_at(aside, time.time() if now is None else now, stale_after):
-        aside.unlink(missing_ok=True)
-        return True
-    with contextlib.suppress(OSError):  # a newer lock already took the place: leave it
-        os.link(aside, path)
-    aside.unlink(missing_ok=True)
-    return False
+    finally:
+        breaker.unlink(missing_ok=True)
 
 
 def _describe_owner(path: Path) -> dict[str, Any]:
