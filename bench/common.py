@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ __all__ = [
     "proc_status",
     "random_file",
     "ratio",
+    "interleaved",
     "run_json",
     "sha256_of",
     "time_once",
@@ -98,12 +100,26 @@ def time_once(fn: Callable[[], object]) -> float:
 
 @contextlib.contextmanager
 def fresh_dir(parent: Path, prefix: str) -> Iterator[Path]:
-    """An empty directory under ``parent``, removed afterwards (every cold run starts from nothing)."""
+    """An empty directory under ``parent``, removed afterwards (every cold run starts from nothing).
+
+    The disk is synced before the directory is handed out, outside any timed window: a method that
+    leaves its writeback to the kernel (``curl -o``) must not have the next contender pay for it.
+    """
+    os.sync()
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def interleaved(names: Sequence[str], repeats: int, *, seed: int = 0) -> Iterator[str]:
+    """Each name once per repeat, in a fresh (seeded) order each time, so every method follows a mix
+    of others: a run that leaves work for the kernel behind (a large file read back, then deleted)
+    does not always burden the same successor."""
+    order = random.Random(seed)
+    for _ in range(repeats):
+        yield from order.sample(list(names), len(names))
 
 
 def random_file(path: Path, size: int) -> str:

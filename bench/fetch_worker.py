@@ -1,8 +1,8 @@
-"""One measured cold fetch in a fresh process: ``python -m bench.fetch_worker URL CACHE_DIR [block|h11]``.
+"""One measured cold fetch in a fresh process: ``python -m bench.fetch_worker URL CACHE_DIR [default|block]``.
 
 Prints one JSON line: wall seconds, the CPU seconds the process spent (user and system, all threads)
-and the peak RSS the fetch added (peak reset just before it). ``block`` is ckptflow's default
-transport; ``h11`` hands the fetch httpx's own transport instead, for comparison.
+and the peak RSS the fetch added (peak reset just before it). ``block`` hands the fetch
+``ckptflow.sources.wire.BlockTransport`` instead of httpx's own transport (the default).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import resource
 import sys
 import time
 
-import httpx
-
 import ckptflow as cf
 from bench.common import peak_rss_reset, proc_status
+from ckptflow.sources.wire import BlockTransport
 
 
-def main(url: str, cache_dir: str, transport: str = "block") -> None:
-    chosen = httpx.HTTPTransport() if transport == "h11" else None
+def main(url: str, cache_dir: str, transport: str = "default") -> None:
+    chosen = BlockTransport() if transport == "block" else None
     reset = peak_rss_reset()
     before = proc_status()
     cpu = resource.getrusage(resource.RUSAGE_SELF)

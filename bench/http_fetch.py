@@ -17,8 +17,20 @@ from pathlib import Path
 import httpx
 
 import ckptflow as cf
-from bench.common import BenchConfig, MiB, Table, fresh_dir, median, random_file, ratio, time_once
+from bench.common import (
+    BenchConfig,
+    MiB,
+    Table,
+    fresh_dir,
+    interleaved,
+    median,
+    random_file,
+    ratio,
+    time_once,
+)
 from bench.servers import file_server_process
+from ckptflow.sources.parts import DEFAULT_MAX_CONCURRENCY
+from ckptflow.sources.wire import BlockTransport
 
 __all__ = ["NAME", "run"]
 
@@ -55,8 +67,8 @@ def _ckptflow(url: str, dest: Path) -> None:
     cf.fetch(url, cache_dir=dest, progress=False).unwrap()
 
 
-def _ckptflow_h11(url: str, dest: Path) -> None:
-    cf.fetch(url, cache_dir=dest, progress=False, transport=httpx.HTTPTransport()).unwrap()
+def _ckptflow_block(url: str, dest: Path) -> None:
+    cf.fetch(url, cache_dir=dest, progress=False, transport=BlockTransport()).unwrap()
 
 
 def methods(digest: str) -> dict[str, Callable[[str, Path], None]]:
@@ -67,7 +79,7 @@ def methods(digest: str) -> dict[str, Callable[[str, Path], None]]:
         "httpx, one stream": _httpx_stream,
         "pooch.retrieve (sha256)": _pooch(digest),
         "ckptflow.fetch": _ckptflow,
-        "ckptflow.fetch, httpx's own (h11) transport": _ckptflow_h11,
+        "ckptflow.fetch, transport=BlockTransport()": _ckptflow_block,
     }
 
 
@@ -81,10 +93,9 @@ def run(config: BenchConfig) -> Table:
     try:
         with file_server_process(root) as base:
             url = f"{base}/ckpt.bin"
-            for _ in range(config.repeats):
-                for name, fetch in contenders.items():
-                    with fresh_dir(config.workdir, "http-") as dest:
-                        times[name].append(time_once(lambda f=fetch, d=dest: f(url, d)))
+            for name in interleaved(list(contenders), config.repeats):
+                with fresh_dir(config.workdir, "http-") as dest:
+                    times[name].append(time_once(lambda f=contenders[name], d=dest: f(url, d)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     base_time = median(times["curl -o"])
@@ -97,7 +108,8 @@ def run(config: BenchConfig) -> Table:
         columns=("method", "seconds", "MiB/s", "x curl -o"),
         rows=rows,
         notes=(
-            "ckptflow.fetch: default settings (block transport, parallel parts of 32 MiB, 8 at a time, "
-            "sha256 while receiving, fsync before the atomic rename into the cache)",
+            "ckptflow.fetch: default settings (httpx's transport, parallel parts of 32 MiB, "
+            f"{DEFAULT_MAX_CONCURRENCY} at a time here, sha256 while receiving, fsync before the atomic "
+            "rename into the cache); methods take turns in a shuffled order each round",
         ),
     )

@@ -1,7 +1,8 @@
 """Where a cold HTTP fetch spends its CPU: ``python -m bench.profile_http [--size-mib N]``.
 
-Runs ``curl -o`` and ``ckptflow.fetch`` (with its block transport and with httpx's own h11 one) against
-the loopback file server and prints the wall and CPU seconds of each; then, if py-spy is installed,
+Runs ``curl -o`` and ``ckptflow.fetch`` (with httpx's transport, the default, and with
+``BlockTransport``) against the loopback file server, each in a fresh process, and prints the wall,
+user and system CPU seconds of each; then, if py-spy is installed,
 samples a fetch with each transport while a thread holds the GIL and lists the functions doing it.
 """
 
@@ -11,15 +12,23 @@ import argparse
 import collections
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import MiB, Table, fresh_dir, random_file, run_json, time_once
+from bench.common import MiB, Table, fresh_dir, interleaved, random_file, run_json, time_once
 from bench.servers import file_server_process
+from ckptflow.sources.parts import DEFAULT_MAX_CONCURRENCY
 
 __all__ = ["main"]
+
+_CPU_ROWS: dict[str, str | None] = {
+    "curl -o": None,
+    "ckptflow.fetch (httpx's transport, the default)": "default",
+    "ckptflow.fetch (BlockTransport)": "block",
+}
 
 
 def _where(frame: str) -> str:
@@ -28,11 +37,12 @@ def _where(frame: str) -> str:
     return f"{name} ({place.split(':')[0].rsplit('/', 2)[-1] if place else '?'})"
 
 
-def _curl_cpu(url: str, dest: Path) -> tuple[float, float]:
+def _curl_cpu(url: str, dest: Path) -> tuple[float, float, float]:
+    """Wall, user CPU and system CPU seconds of one ``curl -o``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds = time_once(lambda: subprocess.run(["curl", "-s", "-o", str(dest / "o"), url], check=True))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
 def _samples(url: str, workdir: Path, transport: str) -> collections.Counter[str] | None:
@@ -59,19 +69,17 @@ def _samples(url: str, workdir: Path, transport: str) -> collections.Counter[str
 
 def _ablation(url: str, workdir: Path, repeats: int) -> Table:
     """ckptflow.fetch with fewer parts at a time, and without the durability flush (diagnosis only)."""
-    import statistics
-
     import ckptflow as cf
     import ckptflow.sources.parts as parts_module
     import ckptflow.sources.transfer as transfer_module
 
     fsync, writeback = transfer_module.os.fsync, parts_module.start_writeback
     variants = {
-        "8 parts at a time (default)": ({}, True),
+        f"default ({DEFAULT_MAX_CONCURRENCY} parts at a time here)": ({}, True),
+        "8 parts at a time": ({"max_concurrency": 8}, True),
         "4 parts at a time": ({"max_concurrency": 4}, True),
         "2 parts at a time": ({"max_concurrency": 2}, True),
-        "8 parts, no fsync/writeback (ablation)": ({}, False),
-        "2 parts, no fsync/writeback (ablation)": ({"max_concurrency": 2}, False),
+        "default, no fsync/writeback (ablation)": ({}, False),
     }
     times: dict[str, list[float]] = {"curl -o": [], **{name: [] for name in variants}}
     try:
@@ -110,19 +118,23 @@ def main(argv: list[str] | None = None) -> int:
         random_file(workdir / "ckpt.bin", args.size_mib * MiB)
         with file_server_process(workdir) as base:
             url = f"{base}/ckpt.bin"
-            rows = []
-            with fresh_dir(workdir, "curl-") as dest:
-                seconds, cpu = _curl_cpu(url, dest)
-            rows.append(("curl -o", f"{seconds:.2f}", f"{cpu:.2f}"))
-            for transport in ("block", "h11"):
-                with fresh_dir(workdir, "cf-") as cache:
-                    r = run_json("bench.fetch_worker", url, str(cache), transport)
-                label = f"ckptflow.fetch ({transport} transport)"
-                rows.append((label, f"{r['seconds']:.2f}", f"{r['cpu_user'] + r['cpu_system']:.2f}"))
-            title = f"CPU for a {args.size_mib} MiB cold fetch"
-            print(Table(title=title, columns=("method", "wall s", "CPU s"), rows=tuple(rows)).render())
+            runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in _CPU_ROWS}
+            for name in interleaved(list(_CPU_ROWS), args.repeats):
+                with fresh_dir(workdir, "cpu-") as dest:
+                    if _CPU_ROWS[name] is None:
+                        runs[name].append(_curl_cpu(url, dest))
+                    else:
+                        r = run_json("bench.fetch_worker", url, str(dest), _CPU_ROWS[name])
+                        runs[name].append((r["seconds"], r["cpu_user"], r["cpu_system"]))
+            rows = [
+                (name, *(f"{statistics.median(r[i] for r in measured):.2f}" for i in range(3)))
+                for name, measured in runs.items()
+            ]
+            title = f"CPU for a {args.size_mib} MiB cold fetch, fresh process each (median of {args.repeats})"
+            columns = ("method", "wall s", "user CPU s", "system CPU s")
+            print(Table(title=title, columns=columns, rows=tuple(rows)).render())
             print(_ablation(url, workdir, args.repeats).render())
-            profiles = {t: _samples(url, workdir, t) for t in ("block", "h11")}
+            profiles = {t: _samples(url, workdir, t) for t in ("default", "block")}
         for transport, counts in profiles.items():
             if counts is None:
                 print("py-spy is not installed: pip install py-spy for where the GIL-holding time goes")

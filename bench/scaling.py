@@ -10,6 +10,7 @@ import shutil
 
 from bench.common import BenchConfig, MiB, Table, fresh_dir, median, random_file, run_json
 from bench.servers import file_server_process
+from ckptflow.sources.parts import DEFAULT_MAX_CONCURRENCY
 
 __all__ = ["NAME", "run"]
 
@@ -42,5 +43,7 @@ def run(config: BenchConfig) -> Table:
         title=f"ckptflow.fetch over loopback HTTP by size (median of {config.repeats}, fresh process each)",
         columns=("size", "seconds", "MiB/s", "peak RSS added (MiB)"),
         rows=tuple(rows),
-        notes=("objects of 64 MiB and more go in parallel 32 MiB parts, 8 at a time",),
+        notes=(
+            f"objects of 64 MiB and more go in parallel 32 MiB parts, {DEFAULT_MAX_CONCURRENCY} at a time",
+        ),
     )

@@ -224,3 +224,22 @@ def test_a_checkpoint_config_as_ref_brings_its_strategy_and_freeze(lightning_ckp
     report = cf.unwrap(cf.load(Classifier(), config))
     assert (report.strategy, report.epoch) == ("cold_start", 0)
     assert [f.module for f in report.frozen] == ["encoder"]
+
+
+def test_assign_loads_into_a_model_built_on_meta_without_allocating_it(tmp_path: Path) -> None:
+    saved = Classifier(classes=10)
+    torch.save(saved.state_dict(), tmp_path / "w.pt")
+    with torch.device("meta"):
+        model = Classifier(classes=10)
+    report = cf.unwrap(cf.load(model, tmp_path / "w.pt", assign=True))
+    assert report.loaded and not report.skipped
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert _params_equal(model, saved)
+
+
+def test_a_meta_model_without_assign_is_refused_and_left_on_meta(tmp_path: Path) -> None:
+    torch.save(Classifier(classes=10).state_dict(), tmp_path / "w.pt")
+    with torch.device("meta"):
+        model = Classifier(classes=10)
+    assert isinstance(_failure(cf.load(model, tmp_path / "w.pt")), InvalidConfig)
+    assert all(p.device.type == "meta" for p in model.parameters())

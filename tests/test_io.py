@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from ckptflow.context import Context, LoadOptions, state_equal, tree_equal
 from ckptflow.errors import CorruptCheckpoint, Error, InvalidConfig, NotFound, StageFailed, UnsafeCheckpoint
-from ckptflow.io import read, read_checkpoint, sniff
+from ckptflow.io import read, read_checkpoint, release_mapped_pages, sniff
 from ckptflow.pipeline import pipeline
 from ckptflow.stages.formats import FORMAT_STAGES, SafetensorsPayload
 
@@ -305,3 +305,38 @@ def test_read_then_format_stages_give_a_safetensors_state_dict(tmp_path: Path) -
     out = read(Context(path=tmp_path / "model.safetensors")).bind(pipeline(*FORMAT_STAGES)).unwrap()
     assert out.format == "safetensors"
     assert tree_equal(dict(out.state or {}), sd)
+
+
+# --- releasing mapped pages after a copy -------------------------------------------------------------
+
+
+def _mapped(tmp_path: Path, tensor: torch.Tensor) -> torch.Tensor:
+    torch.save({"t": tensor}, tmp_path / "t.pt")
+    return torch.load(tmp_path / "t.pt", mmap=True, weights_only=True)["t"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="page release is Linux-only by design")
+def test_releasing_a_clean_mapped_tensor_keeps_its_values(tmp_path: Path) -> None:
+    original = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB
+    mapped = _mapped(tmp_path, original)
+    assert torch.equal(mapped, original)  # every page touched, so resident
+    assert release_mapped_pages(mapped) > 0
+    assert torch.equal(mapped, original)  # pages come back from the file
+
+
+def test_a_mapped_tensor_written_to_is_never_released(tmp_path: Path) -> None:
+    mapped = _mapped(tmp_path, torch.zeros(1 << 20))
+    mapped[0] = 42.0  # a private copy-on-write page now: releasing it would lose the write
+    assert release_mapped_pages(mapped) == 0
+    assert mapped[0].item() == 42.0
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [torch.ones(1 << 20), torch.ones(16), torch.ones(1 << 20)[::2]],
+    ids=["ordinary memory", "under a MiB", "not contiguous"],
+)
+def test_anything_but_a_large_clean_mapping_is_left_alone(tensor: torch.Tensor) -> None:
+    before = tensor.clone()
+    assert release_mapped_pages(tensor) == 0
+    assert torch.equal(tensor, before)

@@ -8,9 +8,9 @@ Third parties add their own through the entry-point groups ``ckptflow.sources`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
 from typing import Any
 
+from ckptflow.entrypoints import plugin_entry_points
 from ckptflow.sources.registry import known_sources
 from ckptflow.stages.keys import TRANSFORMS, TransformFactory
 from ckptflow.stages.strategies import STRATEGIES, StrategyRow
@@ -24,7 +24,7 @@ TRANSFORM_GROUP = "ckptflow.transforms"
 def _plugins(group: str, builtin: Mapping[str, Any], accept: Callable[[object], bool]) -> dict[str, Any]:
     """Entry points of ``group`` that load to an acceptable value; built-in names are never replaced."""
     found: dict[str, Any] = {}
-    for ep in entry_points(group=group):
+    for ep in plugin_entry_points(group):
         if ep.name in builtin:
             continue
         try:

@@ -83,8 +83,10 @@ def test_parts_within_a_prefix_are_exactly_those_ending_inside_it(size, count, p
 def test_defaults_are_64_mib_threshold_32_mib_parts_8_at_a_time():
     chosen = parallel_settings({}).unwrap()
     assert chosen == ParallelSettings()
-    assert (chosen.threshold, chosen.part_size, chosen.max_concurrency) == (64 * MiB, 32 * MiB, 8)
-    assert (64 * MiB, 32 * MiB, 8) == (DEFAULT_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_MAX_CONCURRENCY)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_core = max(2, min(8, 2 * cores))
+    assert (chosen.threshold, chosen.part_size, chosen.max_concurrency) == (64 * MiB, 32 * MiB, per_core)
+    assert (64 * MiB, 32 * MiB, per_core) == (DEFAULT_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_MAX_CONCURRENCY)
 
 
 def test_options_override_each_knob():

@@ -108,10 +108,10 @@ PLUGIN = SourceSpec(
 def plugin_installed(monkeypatch):
     point = EntryPoint(name="demo", value=f"{__name__}:PLUGIN", group=registry.ENTRY_POINT_GROUP)
 
-    def entry_points(*, group: str) -> list[EntryPoint]:
-        return [point] if group == registry.ENTRY_POINT_GROUP else []
+    def entry_points(group: str) -> tuple[EntryPoint, ...]:
+        return (point,) if group == registry.ENTRY_POINT_GROUP else ()
 
-    monkeypatch.setattr(registry, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "plugin_entry_points", entry_points)
 
 
 def test_an_entry_point_source_is_known_and_routes_its_scheme(plugin_installed):
@@ -126,5 +126,5 @@ def test_an_entry_point_source_is_found_by_config_type(plugin_installed):
 
 def test_an_entry_point_that_is_not_a_source_spec_is_invalid(monkeypatch):
     point = EntryPoint(name="broken", value=f"{__name__}:DemoSource", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda *, group: [point])
+    monkeypatch.setattr(registry, "plugin_entry_points", lambda group: (point,))
     assert isinstance(get_source("broken").failure(), InvalidConfig)

@@ -9,9 +9,10 @@ import httpx
 import pytest
 from urllib3 import exceptions as u3
 
+from ckptflow.fetch import fetch
 from ckptflow.sources.base import FetchSettings
 from ckptflow.sources.http import http_client
-from ckptflow.sources.wire import BlockTransport, _translate, proxies_configured
+from ckptflow.sources.wire import BlockTransport, _translate
 from tests.fixtures.fault_server import Faults
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
@@ -113,17 +114,14 @@ def test_urllib3_failures_become_the_httpx_failures_of_the_same_meaning(raised, 
     assert str(raised) in str(translated)
 
 
-def test_the_client_uses_the_block_transport_unless_a_proxy_or_a_transport_is_given(tmp_path, monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    settings = FetchSettings(cache_dir=tmp_path)
-    assert not proxies_configured()
-    with http_client(settings) as plain:
-        assert isinstance(plain._transport, BlockTransport)
+def test_a_fetch_through_the_block_transport_lands_the_right_bytes_in_the_cache(http_server, tmp_path):
+    url = http_server.put("big.bin", DATA * 80)  # 80 MiB: parallel parts
+    path = fetch(url, cache_dir=tmp_path, transport=BlockTransport(), progress=False).unwrap()
+    assert path.read_bytes() == DATA * 80
+    assert http_server.count("GET") >= 2
+
+
+def test_the_http_client_uses_a_given_transport(tmp_path):
     mock = httpx.MockTransport(lambda request: httpx.Response(200))
     with http_client(FetchSettings(cache_dir=tmp_path, transport=mock)) as given:
         assert given._transport is mock
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert proxies_configured()
-    with http_client(settings) as proxied:
-        assert not isinstance(proxied._transport, BlockTransport)

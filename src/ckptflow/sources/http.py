@@ -37,7 +37,6 @@ from ckptflow.sources.base import (
 )
 from ckptflow.sources.parts import connection_pool_size
 from ckptflow.sources.transfer import download
-from ckptflow.sources.wire import BlockTransport, proxies_configured
 
 __all__ = [
     "SOURCE",
@@ -349,24 +348,17 @@ def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
 
 
 def http_client(settings: FetchSettings, *, timeout: float | None = None) -> httpx.Client:
-    """A client for one fetch: redirects followed, timeouts from settings, a connection pool large enough
-    for every parallel part to keep its connection, and bodies read in large blocks (``BlockTransport``)
-    unless ``settings.transport`` is given or a proxy is configured."""
+    """A client for one fetch: redirects followed, timeouts from settings, ``settings.transport`` if given
+    (e.g. ``ckptflow.sources.wire.BlockTransport``), and a connection pool large enough for every
+    parallel part to keep its connection."""
+    transport = settings.transport if isinstance(settings.transport, httpx.BaseTransport) else None
     pool = connection_pool_size(settings.options)
-    tls = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-    transport: httpx.BaseTransport | None
-    if isinstance(settings.transport, httpx.BaseTransport):
-        transport = settings.transport
-    elif proxies_configured():
-        transport = None  # httpx's own transport, which routes through the environment's proxies
-    else:
-        transport = BlockTransport(pool_size=pool, ssl_context=tls)
     return httpx.Client(
         transport=transport,
         timeout=httpx.Timeout(settings.timeout if timeout is None else timeout),
         follow_redirects=True,
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-        verify=tls,
+        verify=_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
     )
 
 

@@ -75,7 +75,16 @@ __all__ = [
 MiB = 1 << 20
 DEFAULT_THRESHOLD = 64 * MiB
 DEFAULT_PART_SIZE = 32 * MiB
-DEFAULT_MAX_CONCURRENCY = 8
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+DEFAULT_MAX_CONCURRENCY = max(2, min(8, 2 * _cores()))
+"""Parts in flight by default: two per core the process may use, from 2 to 8. More parts help a link
+that gives each connection a share of its bandwidth; on a machine with few cores, more threads than
+that contend for the CPU and the disk (``docs/performance.md``)."""
 MIN_PART_SIZE = 64 * 1024
 MAX_CONCURRENCY = 64
 LEDGER_SUFFIX = ".parts"
@@ -109,7 +118,8 @@ def parallel_settings(options: Mapping[str, Any]) -> Result[ParallelSettings, Er
     """The parallel-download knobs in ``FetchSettings.options``, defaults for those not given.
 
     ``parallel_threshold`` (bytes, default 64 MiB), ``part_size`` (bytes, default 32 MiB; 16 to 64 MiB
-    suits most links), ``max_concurrency`` (1 to 64, default 8). Every bad value is reported at once.
+    suits most links), ``max_concurrency`` (1 to 64, default two per core, from 2 to 8). Every bad
+    value is reported at once.
     """
     chosen: dict[str, int] = {}
     problems: list[str] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,6 +16,7 @@ from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import LocalSource, SourceConfig
 from ckptflow.config.uris import URI_SCHEMES, scheme_of, source_type_of
+from ckptflow.entrypoints import plugin_entry_points
 from ckptflow.errors import Error, InvalidConfig
 from ckptflow.sources.base import SourceSpec
 
@@ -48,7 +49,7 @@ _EXTRAS = {"s3": "s3", "gcs": "gcs", "azure": "azure", "mlflow": "mlflow"}
 
 
 def _plugins() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN_SOURCES}
+    return {ep.name: ep for ep in plugin_entry_points(ENTRY_POINT_GROUP) if ep.name not in BUILTIN_SOURCES}
 
 
 def known_sources() -> tuple[str, ...]:
