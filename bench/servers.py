@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -132,8 +132,36 @@ def serve_files(root: Path) -> Iterator[FileServer]:
 
 
 @contextlib.contextmanager
+def _answering(
+    process: subprocess.Popen[bytes], url: str, probe: Callable[[str], object], name: str, timeout: float
+) -> Iterator[str]:
+    """Wait until ``probe(url)`` succeeds (``process`` still running), yield ``url``, then stop it."""
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}")
+            try:
+                probe(url)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not answer at {url}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
 def running_moto(log: Path, *, timeout: float = 60.0) -> Iterator[str]:
-    """``moto_server`` on a free loopback port (dummy credentials); yields its endpoint; stopped on exit."""
+    """``moto_server`` on a free loopback port (dummy credentials); yields its endpoint; stopped on exit.
+    Its output goes to ``log``."""
     port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
     with log.open("wb") as out:
@@ -143,27 +171,9 @@ def running_moto(log: Path, *, timeout: float = 60.0) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             env=env,
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"moto_server exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer at {url}") from None
-                time.sleep(0.2)
+    probe = lambda url: httpx.get(f"{url}/moto-api/", timeout=1.0)  # noqa: E731
+    with _answering(process, f"http://127.0.0.1:{port}", probe, f"moto_server (log: {log})", timeout) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager
@@ -176,27 +186,9 @@ def file_server_process(root: Path, *, timeout: float = 30.0) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the bench file server exited with {process.returncode}")
-            try:
-                httpx.head(f"{url}/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the bench file server did not answer at {url}") from None
-                time.sleep(0.1)
+    probe = lambda url: httpx.head(f"{url}/", timeout=1.0)  # noqa: E731
+    with _answering(process, f"http://127.0.0.1:{port}", probe, "the bench file server", timeout) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _serve_forever(root: Path, port: int) -> None:
