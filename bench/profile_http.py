@@ -1,8 +1,9 @@
 """Where a cold HTTP fetch spends its CPU: ``python -m bench.profile_http [--size-mib N]``.
 
 Runs ``curl -o`` and ``ckptflow.fetch`` (with httpx's transport, the default, and with
-``BlockTransport``) against the loopback file server, each in a fresh process, and prints the wall,
-user and system CPU seconds of each; then, if py-spy is installed,
+``BlockTransport``) and the floor under both (``bench.floor_worker``: the same parts, hash and flush
+with nothing but ``http.client``) against the loopback file server, each in a fresh process, and
+prints the wall, user and system CPU seconds of each; then, if py-spy is installed,
 samples a fetch with each transport while a thread holds the GIL and lists the functions doing it.
 """
 
@@ -28,6 +29,7 @@ _CPU_ROWS: dict[str, str | None] = {
     "curl -o": None,
     "ckptflow.fetch (httpx's transport, the default)": "default",
     "ckptflow.fetch (BlockTransport)": "block",
+    "floor: stdlib http.client, 256 KiB reused buffers, same parts, hash and flush": "floor",
 }
 
 
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="ckptflow-profile-"))
     try:
-        random_file(workdir / "ckpt.bin", args.size_mib * MiB)
+        digest = random_file(workdir / "ckpt.bin", args.size_mib * MiB)
         with file_server_process(workdir) as base:
             url = f"{base}/ckpt.bin"
             runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in _CPU_ROWS}
@@ -123,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
                 with fresh_dir(workdir, "cpu-") as dest:
                     if _CPU_ROWS[name] is None:
                         runs[name].append(_curl_cpu(url, dest))
+                    elif _CPU_ROWS[name] == "floor":
+                        parts = str(DEFAULT_MAX_CONCURRENCY)
+                        r = run_json("bench.floor_worker", url, str(dest / "out.bin"), parts)
+                        if r["sha256"] != digest:
+                            raise RuntimeError("the floor worker hashed other bytes than the server holds")
+                        runs[name].append((r["seconds"], r["cpu_user"], r["cpu_system"]))
                     else:
                         r = run_json("bench.fetch_worker", url, str(dest), _CPU_ROWS[name])
                         runs[name].append((r["seconds"], r["cpu_user"], r["cpu_system"]))
