@@ -14,6 +14,7 @@ from typing import Any
 import ckptflow as cf
 from bench.common import BenchConfig, MiB, Table, fresh_dir, median, random_file, ratio, time_once
 from bench.servers import running_moto
+from ckptflow.sources.parts import DEFAULT_MAX_CONCURRENCY
 
 __all__ = ["NAME", "run"]
 
@@ -28,6 +29,9 @@ _ENV = {
 }
 
 
+_SAME = f"boto3 download_file, 32 MiB x {DEFAULT_MAX_CONCURRENCY} (ckptflow's pattern)"
+
+
 def _client(endpoint: str) -> Any:
     import boto3
 
@@ -37,7 +41,9 @@ def _client(endpoint: str) -> Any:
 def _same_pattern() -> Any:
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(multipart_threshold=64 * MiB, multipart_chunksize=32 * MiB, max_concurrency=8)
+    return TransferConfig(
+        multipart_threshold=64 * MiB, multipart_chunksize=32 * MiB, max_concurrency=DEFAULT_MAX_CONCURRENCY
+    )
 
 
 def run(config: BenchConfig) -> Table:
@@ -49,7 +55,7 @@ def run(config: BenchConfig) -> Table:
     same_pattern = _same_pattern()
     times: dict[str, list[float]] = {
         "boto3 download_file": [],
-        "boto3 download_file, 32 MiB x 8 (ckptflow's pattern)": [],
+        _SAME: [],
         "ckptflow.fetch": [],
     }
     try:
@@ -67,7 +73,7 @@ def run(config: BenchConfig) -> Table:
                     )
                 with fresh_dir(config.workdir, "boto3-") as dest:
                     target = dest / "out.bin"
-                    times["boto3 download_file, 32 MiB x 8 (ckptflow's pattern)"].append(
+                    times[_SAME].append(
                         time_once(
                             lambda t=target: client.download_file(_BUCKET, _KEY, str(t), Config=same_pattern)
                         )
@@ -99,6 +105,7 @@ def run(config: BenchConfig) -> Table:
         rows=rows,
         notes=(
             "boto3: default TransferConfig (10 threads, 8 MiB ranges), no checksum; ckptflow: default "
-            "settings (32 MiB parts, 8 at a time), sha256 of every byte and fsync before placing",
+            f"settings (32 MiB parts, {DEFAULT_MAX_CONCURRENCY} at a time here), sha256 of every byte and "
+            "fsync before placing",
         ),
     )
