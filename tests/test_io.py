@@ -315,12 +315,12 @@ def _mapped(tmp_path: Path, tensor: torch.Tensor) -> torch.Tensor:
     return torch.load(tmp_path / "t.pt", mmap=True, weights_only=True)["t"]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="page release is Linux-only by design")
 def test_releasing_a_clean_mapped_tensor_keeps_its_values(tmp_path: Path) -> None:
     original = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB
     mapped = _mapped(tmp_path, original)
     assert torch.equal(mapped, original)  # every page touched, so resident
-    assert release_mapped_pages(mapped) > 0
+    released = release_mapped_pages(mapped)
+    assert released > 0 if sys.platform == "linux" else released == 0  # Linux-only by design
     assert torch.equal(mapped, original)  # pages come back from the file
 
 

@@ -59,17 +59,14 @@ def test_a_body_closed_early_never_leaks_into_the_next_response(http_server, cli
     assert client.get(url, headers={"Range": "bytes=0-99"}).content == DATA[:100]
 
 
-def test_a_dropped_connection_is_an_httpx_protocol_error(http_server, client):
+@pytest.mark.parametrize(
+    "faults",
+    [Faults(drop_after=100_000), Faults(overstate=1000)],
+    ids=["connection dropped mid-body", "body shorter than its Content-Length"],
+)
+def test_a_body_cut_short_is_an_httpx_protocol_error(http_server, client, faults):
     url = http_server.put("w.bin", DATA)
-    http_server.faults = Faults(drop_after=100_000)
-    with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", url) as response:
-        for _ in response.iter_raw():
-            pass
-
-
-def test_a_body_shorter_than_its_content_length_is_an_httpx_protocol_error(http_server, client):
-    url = http_server.put("w.bin", DATA)
-    http_server.faults = Faults(overstate=1000)
+    http_server.faults = faults
     with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", url) as response:
         for _ in response.iter_raw():
             pass
