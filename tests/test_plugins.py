@@ -104,6 +104,26 @@ def test_load_uses_a_plugin_source_strategy_and_transform(plugin: Path) -> None:
     assert torch.count_nonzero(model.encoder[0].bias) == 0
 
 
+def test_a_config_file_can_name_a_plugin_strategy(plugin: Path) -> None:
+    saved = Classifier(classes=10)
+    torch.save(saved.state_dict(), plugin / "weights.pt")
+    config = {"source": str(plugin / "weights.pt"), "strategy": "loose", "freeze": ["encoder"]}
+    assert cf.parse_config(config).unwrap().strategy == "loose"
+    model = Classifier(classes=3)
+    report = cf.unwrap(cf.load_from_config(model, config))
+    assert report.strategy == "loose"
+    assert {s.key for s in report.skipped} == {"head.weight", "head.bias"}
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_without_the_plugin_its_strategy_is_unknown_in_a_config() -> None:
+    error = cf.parse_config({"source": "/ckpt/weights.pt", "strategy": "loose"}).failure()
+    assert isinstance(error, InvalidConfig)
+    assert "strategy: unknown 'loose' (known: weights_only, warm_start, cold_start, transfer_learning)" in (
+        error.message
+    )
+
+
 def test_without_the_plugin_its_scheme_is_unknown_and_the_known_ones_are_listed() -> None:
     error = cf.fetch("memo://weights.pt").failure()
     assert isinstance(error, InvalidConfig)

@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ckptflow.entrypoints import plugin_entry_points
+from ckptflow.entrypoints import STRATEGY_GROUP, TRANSFORM_GROUP, plugin_entry_points
 from ckptflow.sources.registry import known_sources
 from ckptflow.stages.keys import TRANSFORMS, TransformFactory
 from ckptflow.stages.strategies import STRATEGIES, StrategyRow
 
 __all__ = ["catalog", "render_catalog", "strategy_table", "transform_table"]
-
-STRATEGY_GROUP = "ckptflow.strategies"
-TRANSFORM_GROUP = "ckptflow.transforms"
 
 
 def _plugins(group: str, builtin: Mapping[str, Any], accept: Callable[[object], bool]) -> dict[str, Any]:

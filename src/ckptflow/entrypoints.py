@@ -12,7 +12,14 @@ import functools
 import sys
 from importlib.metadata import EntryPoint, entry_points
 
-__all__ = ["plugin_entry_points", "refresh_plugins"]
+__all__ = ["SOURCE_GROUP", "STRATEGY_GROUP", "TRANSFORM_GROUP", "plugin_entry_points", "refresh_plugins"]
+
+SOURCE_GROUP = "ckptflow.sources"
+"""Entry points naming a ``SourceSpec``; the entry point's name is the source's config ``type``."""
+STRATEGY_GROUP = "ckptflow.strategies"
+"""Entry points naming a ``StrategyRow``; the entry point's name is the strategy's name."""
+TRANSFORM_GROUP = "ckptflow.transforms"
+"""Entry points naming a factory that returns a stage; the entry point's name is the transform's."""
 
 
 @functools.lru_cache(maxsize=32)

@@ -27,6 +27,7 @@ from cattrs.gen import make_dict_structure_fn
 from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import (
+    BUILTIN_STRATEGIES,
     AzureSource,
     CheckpointConfig,
     GcsSource,
@@ -47,11 +48,13 @@ from ckptflow.config.uris import (
     unknown_choice,
 )
 from ckptflow.config.uris import mlflow_from_uri as parse_mlflow_uri
+from ckptflow.entrypoints import STRATEGY_GROUP, plugin_entry_points
 from ckptflow.errors import InvalidConfig
 
 __all__ = [
     "SOURCE_TYPES",
     "URI_SCHEMES",
+    "known_strategies",
     "make_converter",
     "mlflow_problems",
     "parse_config",
@@ -196,10 +199,20 @@ def _nonempty(cls: type) -> Callable[[Mapping[str, Any]], tuple[Problem, ...]]:
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
+def known_strategies() -> tuple[str, ...]:
+    """The built-in strategy names, then those plug-ins register (by entry-point name, not loaded)."""
+    plugins = {ep.name for ep in plugin_entry_points(STRATEGY_GROUP)} - set(BUILTIN_STRATEGIES)
+    return (*BUILTIN_STRATEGIES, *sorted(plugins))
+
+
 def _checkpoint_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:
-    sha = raw.get("sha256")
-    bad = isinstance(sha, str) and not _SHA256.fullmatch(sha)
-    return (("sha256", f"expected 64 hex digits, got {sha!r}"),) if bad else ()
+    problems: list[Problem] = []
+    sha, strategy = raw.get("sha256"), raw.get("strategy")
+    if isinstance(sha, str) and not _SHA256.fullmatch(sha):
+        problems.append(("sha256", f"expected 64 hex digits, got {sha!r}"))
+    if isinstance(strategy, str) and strategy not in (known := known_strategies()):
+        problems.append(("strategy", unknown_choice(strategy, known)))
+    return tuple(problems)
 
 
 def _http_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:

@@ -16,7 +16,7 @@ from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import LocalSource, SourceConfig
 from ckptflow.config.uris import URI_SCHEMES, scheme_of, source_type_of
-from ckptflow.entrypoints import plugin_entry_points
+from ckptflow.entrypoints import SOURCE_GROUP, plugin_entry_points
 from ckptflow.errors import Error, InvalidConfig
 from ckptflow.sources.base import SourceSpec
 
@@ -30,7 +30,7 @@ __all__ = [
     "scheme_of",
 ]
 
-ENTRY_POINT_GROUP = "ckptflow.sources"
+ENTRY_POINT_GROUP = SOURCE_GROUP
 
 BUILTIN_SOURCES: Mapping[str, str] = {
     "local": "ckptflow.sources.local:SOURCE",
