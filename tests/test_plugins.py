@@ -107,13 +107,32 @@ def test_load_uses_a_plugin_source_strategy_and_transform(plugin: Path) -> None:
 def test_a_config_file_can_name_a_plugin_strategy(plugin: Path) -> None:
     saved = Classifier(classes=10)
     torch.save(saved.state_dict(), plugin / "weights.pt")
-    config = {"source": str(plugin / "weights.pt"), "strategy": "loose", "freeze": ["encoder"]}
+    config = {"source": "memo://weights.pt", "strategy": "loose", "freeze": ["encoder"]}
     assert cf.parse_config(config).unwrap().strategy == "loose"
     model = Classifier(classes=3)
     report = cf.unwrap(cf.load_from_config(model, config))
     assert report.strategy == "loose"
     assert {s.key for s in report.skipped} == {"head.weight", "head.bias"}
     assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_a_config_file_can_name_a_plugin_source_by_type(plugin: Path) -> None:
+    saved = Classifier(classes=10)
+    torch.save(saved.state_dict(), plugin / "weights.pt")
+    config = {"source": {"type": "memo", "name": "weights.pt"}, "strategy": "transfer_learning"}
+    model = Classifier(classes=3)
+    report = cf.unwrap(cf.load_from_config(model, config))
+    assert torch.equal(model.encoder[0].weight, saved.encoder[0].weight)
+    assert {s.key for s in report.skipped} == {"head.weight", "head.bias"}
+
+
+def test_a_plugin_source_config_is_checked_like_a_builtin_one(plugin: Path) -> None:
+    error = cf.parse_config({"source": {"type": "memo", "nmae": "weights.pt"}}).failure()
+    assert isinstance(error, InvalidConfig)
+    assert any(p.startswith("source.nmae") for p in error.problems)
+    unknown = cf.parse_config({"source": {"type": "mem", "name": "x"}}).failure()
+    assert isinstance(unknown, InvalidConfig)
+    assert "memo" in unknown.message and "did you mean 'memo'" in unknown.message
 
 
 def test_without_the_plugin_its_strategy_is_unknown_in_a_config() -> None:

@@ -42,13 +42,14 @@ from ckptflow.config.uris import (
     URI_SCHEMES,
     did_you_mean,
     mlflow_problems,
+    scheme_of,
     shown_uri,
     source_from_uri,
     split_model_uri,
     unknown_choice,
 )
 from ckptflow.config.uris import mlflow_from_uri as parse_mlflow_uri
-from ckptflow.entrypoints import STRATEGY_GROUP, plugin_entry_points
+from ckptflow.entrypoints import SOURCE_GROUP, STRATEGY_GROUP, plugin_entry_points
 from ckptflow.errors import InvalidConfig
 
 __all__ = [
@@ -267,13 +268,49 @@ def _structure_class(conv: cattrs.Converter, cls: type[T]) -> Callable[[object, 
     return structure
 
 
+def _plugin_sources() -> dict[str, Any]:
+    """Sources plug-ins register (entry-point name → their ``SourceSpec``, loaded); broken ones are left
+    out. Only the spec's ``schemes``, ``config_type`` and ``from_uri`` are used here, so the config
+    layer needs nothing from ``ckptflow.sources``."""
+    found: dict[str, Any] = {}
+    for ep in plugin_entry_points(SOURCE_GROUP):
+        if ep.name in SOURCE_TYPES:
+            continue
+        try:
+            spec = ep.load()
+        except (ImportError, AttributeError):
+            continue
+        config_type = getattr(spec, "config_type", None)
+        usable = isinstance(config_type, type) and attrs.has(config_type)
+        if usable and callable(getattr(spec, "from_uri", None)):
+            found[ep.name] = spec
+    return found
+
+
+def _problems_of(error: object) -> tuple[Problem, ...]:
+    return tuple(("", p) for p in getattr(error, "problems", (str(getattr(error, "message", error)),)))
+
+
+def _source_from_uri(value: str) -> SourceConfig:
+    resolved = source_from_uri(value)
+    if isinstance(resolved, Success):
+        known: SourceConfig = resolved.unwrap()
+        return known
+    scheme = scheme_of(value)
+    for spec in _plugin_sources().values() if scheme is not None else ():
+        if scheme in (s.lower() for s in spec.schemes):
+            parsed = spec.from_uri(value)
+            if isinstance(parsed, Failure):
+                raise _Invalid(*_problems_of(parsed.failure()))
+            config: SourceConfig = parsed.unwrap()
+            return config
+    raise _Invalid(*_problems_of(resolved.failure()))
+
+
 def _structure_source(conv: cattrs.Converter) -> Callable[[object, type], SourceConfig]:
     def structure(value: object, _: type) -> SourceConfig:
         if isinstance(value, str):
-            resolved = source_from_uri(value)
-            if isinstance(resolved, Failure):
-                raise _Invalid(*(("", p) for p in resolved.failure().problems))
-            return resolved.unwrap()
+            return _source_from_uri(value)
         if not isinstance(value, Mapping):
             raise _Invalid(("", f"expected a mapping with a 'type' or a URI string, got {_kind(value)}"))
         tag = value.get("type")
@@ -281,10 +318,18 @@ def _structure_source(conv: cattrs.Converter) -> Callable[[object, type], Source
             raise _Invalid(("type", f"missing (one of: {', '.join(SOURCE_TYPES)})"))
         if not isinstance(tag, str):
             raise _Invalid(("type", f"expected one of {', '.join(SOURCE_TYPES)}, got {_kind(tag)}"))
-        if tag not in SOURCE_TYPES:
-            raise _Invalid(("type", unknown_choice(tag, SOURCE_TYPES)))
-        result: SourceConfig = conv.structure(value, SOURCE_TYPES[tag])
-        return result
+        if tag in SOURCE_TYPES:
+            result: SourceConfig = conv.structure(value, SOURCE_TYPES[tag])
+            return result
+        plugins = _plugin_sources()
+        if tag not in plugins:
+            raise _Invalid(("type", unknown_choice(tag, (*SOURCE_TYPES, *sorted(plugins)))))
+        config_type = plugins[tag].config_type
+        fields = {a.name for a in attrs.fields(config_type)}
+        plugin: SourceConfig = conv.structure(
+            {k: v for k, v in value.items() if k != "type" or "type" in fields}, config_type
+        )
+        return plugin
 
     return structure
 

@@ -125,9 +125,13 @@ def resolve(ref: str | Path | SourceConfig) -> Result[tuple[SourceSpec, SourceCo
             return Failure(InvalidConfig(problems=("the checkpoint reference is empty",)))
         return _from_uri(ref)
     name = getattr(ref, "type", None)
-    if not isinstance(name, str):
-        return Failure(InvalidConfig(problems=(f"not a checkpoint reference: {type(ref).__name__}",)))
-    return get_source(name).bind(lambda spec: _check_type(spec, ref))
+    if isinstance(name, str):
+        return get_source(name).bind(lambda spec: _check_type(spec, ref))
+    for plugin in _plugins():  # a plug-in's config class need not carry a ``type`` tag
+        spec = get_source(plugin)
+        if isinstance(spec, Success) and isinstance(ref, spec.unwrap().config_type):
+            return Success((spec.unwrap(), cast(SourceConfig, ref)))
+    return Failure(InvalidConfig(problems=(f"not a checkpoint reference: {type(ref).__name__}",)))
 
 
 def _check_type(spec: SourceSpec, config: Any) -> Result[tuple[SourceSpec, SourceConfig], Error]:
