@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from importlib.metadata import EntryPoint
 
 import pytest
 
 from ckptflow import entrypoints
-from ckptflow.entrypoints import plugin_entry_points, refresh_plugins
+from ckptflow.entrypoints import loaded_plugins, plugin_entry_points, refresh_plugins
 
 
 @pytest.fixture
@@ -42,3 +43,16 @@ def test_a_new_import_path_or_a_refresh_scans_again(scans, monkeypatch, tmp_path
     refresh_plugins()
     plugin_entry_points("g")
     assert scans == ["g", "g", "g"]
+
+
+def test_loaded_plugins_keep_acceptable_values_and_never_replace_a_builtin(monkeypatch):
+    points = [
+        EntryPoint(name="good", value="math:pi", group="g"),
+        EntryPoint(name="wrong_kind", value="math:sqrt", group="g"),
+        EntryPoint(name="builtin", value="math:e", group="g"),
+        EntryPoint(name="missing_module", value="no_such_module_here:x", group="g"),
+        EntryPoint(name="missing_attribute", value="math:no_such_name", group="g"),
+    ]
+    monkeypatch.setattr(entrypoints, "plugin_entry_points", lambda group: tuple(points))
+    found = loaded_plugins("g", {"builtin"}, lambda value: isinstance(value, float))
+    assert found == {"good": math.pi}

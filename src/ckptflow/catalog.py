@@ -7,10 +7,10 @@ Third parties add their own through the entry-point groups ``ckptflow.sources`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ckptflow.entrypoints import STRATEGY_GROUP, TRANSFORM_GROUP, plugin_entry_points
+from ckptflow.entrypoints import STRATEGY_GROUP, TRANSFORM_GROUP, loaded_plugins
 from ckptflow.sources.registry import known_sources
 from ckptflow.stages.keys import TRANSFORMS, TransformFactory
 from ckptflow.stages.strategies import STRATEGIES, StrategyRow
@@ -18,29 +18,14 @@ from ckptflow.stages.strategies import STRATEGIES, StrategyRow
 __all__ = ["catalog", "render_catalog", "strategy_table", "transform_table"]
 
 
-def _plugins(group: str, builtin: Mapping[str, Any], accept: Callable[[object], bool]) -> dict[str, Any]:
-    """Entry points of ``group`` that load to an acceptable value; built-in names are never replaced."""
-    found: dict[str, Any] = {}
-    for ep in plugin_entry_points(group):
-        if ep.name in builtin:
-            continue
-        try:
-            value = ep.load()
-        except (ImportError, AttributeError):
-            continue  # a broken plug-in must not break loading with the built-ins
-        if accept(value):
-            found[ep.name] = value
-    return found
-
-
 def strategy_table() -> Mapping[str, StrategyRow]:
     """The built-in strategies plus every ``StrategyRow`` registered under ``ckptflow.strategies``."""
-    return {**STRATEGIES, **_plugins(STRATEGY_GROUP, STRATEGIES, lambda v: isinstance(v, StrategyRow))}
+    return {**STRATEGIES, **loaded_plugins(STRATEGY_GROUP, STRATEGIES, lambda v: isinstance(v, StrategyRow))}
 
 
 def transform_table() -> Mapping[str, TransformFactory]:
     """The built-in transforms plus every factory registered under ``ckptflow.transforms``."""
-    return {**TRANSFORMS, **_plugins(TRANSFORM_GROUP, TRANSFORMS, callable)}
+    return {**TRANSFORMS, **loaded_plugins(TRANSFORM_GROUP, TRANSFORMS, callable)}
 
 
 def catalog() -> dict[str, Any]:

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable, Container
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
-__all__ = ["SOURCE_GROUP", "STRATEGY_GROUP", "TRANSFORM_GROUP", "plugin_entry_points", "refresh_plugins"]
+__all__ = [
+    "SOURCE_GROUP",
+    "STRATEGY_GROUP",
+    "TRANSFORM_GROUP",
+    "loaded_plugins",
+    "plugin_entry_points",
+    "refresh_plugins",
+]
 
 SOURCE_GROUP = "ckptflow.sources"
 """Entry points naming a ``SourceSpec``; the entry point's name is the source's config ``type``."""
@@ -30,6 +39,22 @@ def _scan(group: str, path: tuple[str, ...]) -> tuple[EntryPoint, ...]:
 def plugin_entry_points(group: str) -> tuple[EntryPoint, ...]:
     """The entry points registered under ``group`` by the distributions on ``sys.path``."""
     return _scan(group, tuple(sys.path))
+
+
+def loaded_plugins(group: str, builtin: Container[str], accept: Callable[[object], bool]) -> dict[str, Any]:
+    """Entry points of ``group`` that load to an acceptable value, by name; built-in names are never
+    replaced, and a plug-in that fails to import is left out (it must not break the built-ins)."""
+    found: dict[str, Any] = {}
+    for ep in plugin_entry_points(group):
+        if ep.name in builtin:
+            continue
+        try:
+            value = ep.load()
+        except (ImportError, AttributeError):
+            continue
+        if accept(value):
+            found[ep.name] = value
+    return found
 
 
 def refresh_plugins() -> None:

@@ -49,7 +49,7 @@ from ckptflow.config.uris import (
     unknown_choice,
 )
 from ckptflow.config.uris import mlflow_from_uri as parse_mlflow_uri
-from ckptflow.entrypoints import SOURCE_GROUP, STRATEGY_GROUP, plugin_entry_points
+from ckptflow.entrypoints import SOURCE_GROUP, STRATEGY_GROUP, loaded_plugins, plugin_entry_points
 from ckptflow.errors import InvalidConfig
 
 __all__ = [
@@ -268,23 +268,17 @@ def _structure_class(conv: cattrs.Converter, cls: type[T]) -> Callable[[object, 
     return structure
 
 
+def _is_source_spec(value: object) -> bool:
+    """Duck-typed, so the config layer needs nothing from ``ckptflow.sources``: an attrs config class,
+    a URI parser and the schemes it routes."""
+    config_type = getattr(value, "config_type", None)
+    usable = isinstance(config_type, type) and attrs.has(config_type)
+    return usable and callable(getattr(value, "from_uri", None)) and hasattr(value, "schemes")
+
+
 def _plugin_sources() -> dict[str, Any]:
-    """Sources plug-ins register (entry-point name → their ``SourceSpec``, loaded); broken ones are left
-    out. Only the spec's ``schemes``, ``config_type`` and ``from_uri`` are used here, so the config
-    layer needs nothing from ``ckptflow.sources``."""
-    found: dict[str, Any] = {}
-    for ep in plugin_entry_points(SOURCE_GROUP):
-        if ep.name in SOURCE_TYPES:
-            continue
-        try:
-            spec = ep.load()
-        except (ImportError, AttributeError):
-            continue
-        config_type = getattr(spec, "config_type", None)
-        usable = isinstance(config_type, type) and attrs.has(config_type)
-        if usable and callable(getattr(spec, "from_uri", None)):
-            found[ep.name] = spec
-    return found
+    """Sources plug-ins register (entry-point name → their loaded ``SourceSpec``)."""
+    return loaded_plugins(SOURCE_GROUP, SOURCE_TYPES, _is_source_spec)
 
 
 def _problems_of(error: object) -> tuple[Problem, ...]:
