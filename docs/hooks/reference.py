@@ -22,7 +22,7 @@ from returns.result import Success
 
 from ckptflow import cli
 from ckptflow.config.converter import SOURCE_TYPES, URI_SCHEMES, source_from_uri
-from ckptflow.config.schema import BUILTIN_STRATEGIES, CheckpointConfig, TransformConfig
+from ckptflow.config.schema import CheckpointConfig, TransformConfig
 from ckptflow.errors import ERROR_TYPES
 from ckptflow.stages import keys
 from ckptflow.stages.strategies import STRATEGIES
@@ -108,7 +108,7 @@ def config_reference() -> str:
         "`source` is a mapping with a `type` (one of "
         + ", ".join(f"`{t}`" for t in SOURCE_TYPES)
         + ") or a URI string. `strategy` is one of "
-        + ", ".join(f"`{s}`" for s in BUILTIN_STRATEGIES)
+        + ", ".join(f"`{s}`" for s in STRATEGIES)
         + ", or the name of a strategy a plug-in registers under the `ckptflow.strategies` entry-point"
         " group (a misspelled name is reported with the closest known one).",
     ]

@@ -27,7 +27,6 @@ from cattrs.gen import make_dict_structure_fn
 from returns.result import Failure, Result, Success
 
 from ckptflow.config.schema import (
-    BUILTIN_STRATEGIES,
     AzureSource,
     CheckpointConfig,
     GcsSource,
@@ -51,6 +50,7 @@ from ckptflow.config.uris import (
 from ckptflow.config.uris import mlflow_from_uri as parse_mlflow_uri
 from ckptflow.entrypoints import SOURCE_GROUP, STRATEGY_GROUP, loaded_plugins, plugin_entry_points
 from ckptflow.errors import InvalidConfig
+from ckptflow.stages.strategies import STRATEGIES
 
 __all__ = [
     "SOURCE_TYPES",
@@ -202,8 +202,8 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 def known_strategies() -> tuple[str, ...]:
     """The built-in strategy names, then those plug-ins register (by entry-point name, not loaded)."""
-    plugins = {ep.name for ep in plugin_entry_points(STRATEGY_GROUP)} - set(BUILTIN_STRATEGIES)
-    return (*BUILTIN_STRATEGIES, *sorted(plugins))
+    plugins = {ep.name for ep in plugin_entry_points(STRATEGY_GROUP)} - set(STRATEGIES)
+    return (*STRATEGIES, *sorted(plugins))
 
 
 def _checkpoint_rules(raw: Mapping[str, Any]) -> tuple[Problem, ...]:

@@ -14,7 +14,6 @@ from attrs import field, frozen
 from ckptflow._tuples import strs
 
 __all__ = [
-    "BUILTIN_STRATEGIES",
     "AzureSource",
     "CheckpointConfig",
     "GcsSource",
@@ -115,17 +114,12 @@ def _transforms(items: Iterable[TransformConfig]) -> tuple[TransformConfig, ...]
     return tuple(items)
 
 
-BUILTIN_STRATEGIES: tuple[str, ...] = ("weights_only", "warm_start", "cold_start", "transfer_learning")
-"""The strategies ckptflow ships; a config's ``strategy`` may also name one a plug-in registers under
-the ``ckptflow.strategies`` entry-point group."""
-
-
 @frozen(kw_only=True)
 class CheckpointConfig:
     """A complete load request: where the checkpoint is and how it meets the model."""
 
     source: SourceConfig
-    strategy: str = "weights_only"
+    strategy: str = "weights_only"  # a built-in (``stages.strategies.STRATEGIES``) or a plug-in's name
     strict: bool | None = None
     freeze: tuple[str, ...] = field(default=(), converter=strs)
     unfreeze: tuple[str, ...] = field(default=(), converter=strs)

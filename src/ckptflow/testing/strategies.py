@@ -27,6 +27,7 @@ from ckptflow.config.schema import (
 )
 from ckptflow.context import Context, Event, LoadOptions, ModelSpec, TensorSpec, TrainingState, state_equal
 from ckptflow.errors import ERROR_TYPES, Error
+from ckptflow.stages.strategies import STRATEGIES
 
 __all__ = [
     "BUFFER_NAMES",
@@ -77,7 +78,7 @@ MODULE_NAMES: tuple[str, ...] = (
 )
 BUFFER_NAMES: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
 LEAF_NAMES: tuple[str, ...] = ("weight", "bias", "scale", *BUFFER_NAMES)
-STRATEGY_NAMES: tuple[str, ...] = ("weights_only", "warm_start", "cold_start", "transfer_learning")
+STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
 SECRET_MARKER = "SECRET"
 """Every generated secret contains this, so a test can assert that no message or repr leaks one."""
 
